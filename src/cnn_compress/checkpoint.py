@@ -1,0 +1,119 @@
+"""Self-describing checkpoints: one ``load_checkpoint(path)`` serves every stage.
+
+A checkpoint carries the architecture and its arguments, the shape of every tensor (so pruned
+layers can be rebuilt without the pruner), class names, input normalisation, the dtype, and the
+resolved config of each stage that produced it. It holds only tensors and plain data, so it loads
+with ``weights_only=True``. Nothing time-dependent is stored: the same weights give the same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnn_compress import atomic
+from cnn_compress.errors import CheckpointError
+from cnn_compress.models import build_model
+
+FORMAT = "cnn-compress/checkpoint/1"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    arch: str
+    arch_args: dict[str, Any]
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_shape: tuple[int, ...]
+    dtype: str = "float32"
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per stage: name + config
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def derive(self, model: nn.Module, stage: str, config: dict[str, Any], dtype: str | None = None) -> Checkpoint:
+        """A checkpoint for ``model`` that remembers this one's lineage plus ``stage``."""
+        return Checkpoint(
+            model, self.arch, dict(self.arch_args), list(self.class_names), self.mean, self.std,
+            self.input_shape, dtype or self.dtype, [*self.history, {"stage": stage, "config": config}],
+        )
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "arch": ckpt.arch,
+        "arch_args": ckpt.arch_args,
+        "class_names": ckpt.class_names,
+        "mean": list(ckpt.mean),
+        "std": list(ckpt.std),
+        "input_shape": list(ckpt.input_shape),
+        "dtype": ckpt.dtype,
+        "history": ckpt.history,
+        "shapes": {k: list(v.shape) for k, v in state.items()},
+        "state_dict": state,
+    }
+    atomic.write_torch(path, payload)
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
+    """Rebuild the model a checkpoint describes and load its weights (strict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # damaged zip, truncated pickle, not a torch file at all
+        raise CheckpointError(f"{path}: corrupt or not a torch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cnn-compress checkpoint (no '{FORMAT}' header)")
+    model = build_model(payload["arch"], **payload["arch_args"])
+    state = payload["state_dict"]
+    resize_to_state(model, state)
+    dtype = payload.get("dtype", "float32")
+    model.to(_DTYPES[dtype])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit {payload['arch']}: {' '.join(first[1:3])}") from None
+    model.eval()
+    return Checkpoint(
+        model, payload["arch"], dict(payload["arch_args"]), list(payload["class_names"]),
+        tuple(payload["mean"]), tuple(payload["std"]), tuple(payload["input_shape"]), dtype,
+        list(payload.get("history", [])),
+    )
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Shrink conv / BN / linear layers whose saved tensors are smaller (channel-pruned models)."""
+    for name, module in model.named_modules():
+        w = state.get(f"{name}.weight" if name else "weight")
+        if w is None or not hasattr(module, "weight") or module.weight is None:
+            continue
+        if tuple(module.weight.shape) == tuple(w.shape):
+            continue
+        if isinstance(module, nn.Conv2d):
+            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = w.shape
+        elif isinstance(module, nn.BatchNorm2d):
+            module.num_features = w.shape[0]
+        else:
+            continue
+        for pname, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            saved = state.get(f"{name}.{pname}")
+            if saved is not None and tensor is not None and tensor.shape != saved.shape:
+                new = torch.empty_like(saved, dtype=tensor.dtype)
+                if isinstance(tensor, nn.Parameter):
+                    setattr(module, pname, nn.Parameter(new, requires_grad=tensor.requires_grad))
+                else:
+                    module.register_buffer(pname, new)

@@ -1,0 +1,268 @@
+"""Typed params: each ``params.yaml`` section maps to a frozen dataclass.
+
+Unknown keys, wrong types and impossible values are rejected with one line naming the dotted key
+(``prune.ratio: must be in [0, 1), got 1.5``). Defaults carry a comment saying why.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar, Union
+
+import yaml
+
+from cnn_compress.errors import ConfigError
+
+T = TypeVar("T")
+
+PARAMS_FILE = "params.yaml"
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    SECTION: ClassVar[str] = "data"
+    name: str = "digits"  # offline default: scikit-learn's bundled 8x8 digits, no download
+    seed: int = 0  # seeds the stratified split and the calibration subset
+    val_fraction: float = 0.1  # held out from training for model selection curves
+    test_fraction: float = 0.2  # every accuracy we report is on this split
+    image_size: int = 32  # CIFAR-sized inputs so the same models serve every data set
+    max_per_class: int = 0  # cap images per class (0 = all): tiny runs for tests and smoke checks
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        _require(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _require(
+            self.val_fraction + self.test_fraction < 1,
+            "data.test_fraction",
+            "val_fraction + test_fraction must leave images to train on",
+        )
+        _require(8 <= self.image_size <= 1024, "data.image_size", f"must be in [8, 1024], got {self.image_size}")
+        _require(self.max_per_class >= 0, "data.max_per_class", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    SECTION: ClassVar[str] = "model"
+    arch: str = "resnet20"  # the small CIFAR ResNet (0.27M params): trains in about a minute on 2 cores
+    width: int = 16  # channels of the first stage; 16 is the published CIFAR ResNet
+
+    def __post_init__(self) -> None:
+        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    SECTION: ClassVar[str] = "train"
+    epochs: int = 15  # enough for > 95% on digits; CIFAR wants ~200
+    batch_size: int = 64
+    lr: float = 0.1  # peak learning rate of the cosine schedule
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # the CIFAR ResNet recipe
+    label_smoothing: float = 0.0
+    crop_pad: int = 2  # random-crop padding in pixels (0 = off); CIFAR uses 4
+    flip: bool = False  # horizontal flips: off for digits (a flipped 2 is not a 2), on for CIFAR
+    seed: int = 0  # fixes init, shuffling and augmentation: CPU runs are bit-for-bit reproducible
+    threads: int = 2  # torch intra-op threads; fixed so results do not depend on the machine's cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
+
+    def __post_init__(self) -> None:
+        sec = self.SECTION
+        _require(self.epochs >= 0, f"{sec}.epochs", f"must be >= 0, got {self.epochs}")
+        _require(self.batch_size >= 1, f"{sec}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"{sec}.lr", f"must be > 0, got {self.lr}")
+        _require(0 <= self.momentum < 1, f"{sec}.momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(self.weight_decay >= 0, f"{sec}.weight_decay", "must be >= 0")
+        _require(0 <= self.label_smoothing < 1, f"{sec}.label_smoothing", "must be in [0, 1)")
+        _require(self.crop_pad >= 0, f"{sec}.crop_pad", "must be >= 0")
+        _require(self.threads >= 1, f"{sec}.threads", f"must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    SECTION: ClassVar[str] = "finetune"
+    epochs: int = 5  # recovers most of the accuracy lost to 50% sparsity on digits
+    lr: float = 0.01  # a tenth of training's: the weights are already good
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    SECTION: ClassVar[str] = "prune"
+    method: str = "l1_unstructured"  # key into the pruning registry
+    scope: Literal["global", "layer"] = "global"  # one threshold for all layers, or ratio per layer
+    ratio: float = 0.5  # fraction of conv + linear weights set to zero
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    SECTION: ClassVar[str] = "quantize"
+    formats: tuple[str, ...] = ("fp32", "fp16", "int8_dynamic", "int8_static")
+    calib_per_class: int = 32  # class-balanced calibration images from the training split
+
+    def __post_init__(self) -> None:
+        _require(len(self.formats) > 0, "quantize.formats", "must name at least one format")
+        _require(len(set(self.formats)) == len(self.formats), "quantize.formats", "has duplicates")
+        _require(self.calib_per_class >= 1, "quantize.calib_per_class", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    SECTION: ClassVar[str] = "export"
+    formats: tuple[str, ...] = ("onnx", "ort_int8")
+    opset: int = 18  # recent enough for every op we emit, old enough for every runtime
+    calib_per_class: int = 32  # as quantize.calib_per_class, for ONNX Runtime's static INT8
+    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    def __post_init__(self) -> None:
+        _require(len(set(self.formats)) == len(self.formats), "export.formats", "has duplicates")
+        _require(13 <= self.opset <= 23, "export.opset", f"must be in [13, 23], got {self.opset}")
+        _require(self.calib_per_class >= 1, "export.calib_per_class", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    SECTION: ClassVar[str] = "benchmark"
+    batch_sizes: tuple[int, ...] = (1, 64)  # smallest gives latency, largest gives throughput
+    warmup: int = 5  # untimed runs first: allocators, caches and lazy init settle
+    repeats: int = 30  # timed runs per batch size; we report median and p90
+    max_seconds: float = 2.0  # stop timing a (variant, batch) early: CPU fp16 is ~20x slower than fp32
+    threads: int = 1  # one thread: least noisy on shared machines, comparable across runtimes
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _require(len(self.batch_sizes) > 0, "benchmark.batch_sizes", "must not be empty")
+        _require(all(b >= 1 for b in self.batch_sizes), "benchmark.batch_sizes", "must all be >= 1")
+        _require(self.warmup >= 0, "benchmark.warmup", "must be >= 0")
+        _require(self.repeats >= 1, "benchmark.repeats", "must be >= 1")
+        _require(self.threads >= 1, "benchmark.threads", "must be >= 1")
+        _require(self.max_seconds > 0, "benchmark.max_seconds", "must be > 0")
+        _require(self.eval_batch_size >= 1, "benchmark.eval_batch_size", "must be >= 1")
+
+
+SECTIONS: dict[str, type] = {
+    cls.SECTION: cls
+    for cls in (
+        DataConfig,
+        ModelConfig,
+        TrainConfig,
+        PruneConfig,
+        FinetuneConfig,
+        QuantizeConfig,
+        ExportConfig,
+        BenchmarkConfig,
+    )
+}
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml; reject a missing file, bad YAML and unknown sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    for name in raw:
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown params section{_suggest(str(name), SECTIONS)}")
+    return raw
+
+
+def load_section(cls: type[T], params: dict[str, Any] | None = None) -> T:
+    """Parse and validate one section (the dataclass's SECTION) of params.yaml."""
+    params = read_params() if params is None else params
+    return parse_section(cls, params.get(cls.SECTION) or {})  # type: ignore[attr-defined]
+
+
+def parse_section(cls: type[T], raw: Any) -> T:
+    section = cls.SECTION  # type: ignore[attr-defined]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"{section}.{key}: unknown key{_suggest(str(key), fields)}")
+        values[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**values)
+
+
+def _suggest(key: str, known: Any) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type; YAML lists become tuples (frozen, hashable)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        _require(value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        _require(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: unexpected value {value!r}")
+    if hint is type(None):
+        _require(value is None, key, f"must be null, got {value!r}")
+        return None
+    if hint is bool:
+        _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _require(ok, key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported field type {hint}")  # a bug in this module, not user input
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A resolved config as plain data, for self-describing checkpoints and metrics."""
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+__all__ = [
+    "BenchmarkConfig",
+    "DataConfig",
+    "ExportConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PruneConfig",
+    "QuantizeConfig",
+    "TrainConfig",
+    "field",
+    "load_section",
+    "parse_section",
+    "read_params",
+    "to_dict",
+]

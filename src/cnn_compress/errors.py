@@ -1,0 +1,48 @@
+"""User-facing errors: one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input the user can fix: wrong params, missing or corrupt data and checkpoints."""
+
+
+class ConfigError(UserError):
+    """A params.yaml key is unknown, has the wrong type or an impossible value."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or not one of ours."""
+
+
+class DataError(UserError):
+    """A data set is missing, corrupt or inconsistent."""
+
+
+class UnsupportedFormatError(UserError):
+    """A quantization or export format this machine cannot produce or run."""
+
+
+def cli(func: F) -> F:
+    """Turn :class:`UserError` into ``error: <message>`` and exit 2 for stage scripts."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

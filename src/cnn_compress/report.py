@@ -1,0 +1,107 @@
+"""Figures and a summary table from the metrics and plot files the other stages wrote."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cnn_compress import atomic  # noqa: E402
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _num(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def accuracy_vs_size(variants: dict[str, dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, v in variants.items():
+        ax.scatter(v["size_bytes"] / 1024, v["top1"])
+        ax.annotate(name, (v["size_bytes"] / 1024, v["top1"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="on-disk size (KiB, log)", ylabel="top-1 (%)", title="Accuracy vs size")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def latency(variants: dict[str, dict[str, Any]], path: Path) -> None:
+    names = list(variants)
+    med = [variants[n].get("latency_ms_b1_median", 0) for n in names]
+    p90 = [variants[n].get("latency_ms_b1_p90", 0) for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(names, med, label="median")
+    ax.scatter(names, p90, color="black", marker="_", s=200, label="p90", zorder=3)
+    ax.set(ylabel="latency at batch 1 (ms)", title="Latency per variant")
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend()
+    _save(fig, path)
+
+
+def sparsity(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([r["layer"] for r in rows], [r["sparsity"] for r in rows])
+    ax.set(ylabel="sparsity (%)", ylim=(0, 100), title="Per-layer sparsity after pruning")
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    _save(fig, path)
+
+
+def curves(train: list[dict[str, Any]], finetune: list[dict[str, Any]], path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    offset = len(train)
+    for label, rows, shift in (("train", train, 0), ("finetune", finetune, offset)):
+        epochs = [r["epoch"] + shift for r in rows]
+        ax1.plot(epochs, [r["train_loss"] for r in rows], label=f"{label} loss")
+        if rows and "val_acc" in rows[0]:
+            ax2.plot(epochs, [r["val_acc"] for r in rows], label=f"{label} val acc")
+    ax1.set(xlabel="epoch", ylabel="loss", yscale="log")
+    ax2.set(xlabel="epoch", ylabel="val top-1 (%)")
+    ax1.legend()
+    ax2.legend()
+    _save(fig, path)
+
+
+COLUMNS = [("top1", "top-1 %"), ("top5", "top-5 %"), ("params_nonzero", "nonzero params"), ("macs", "MACs"),
+           ("size_bytes", "size (KiB)"), ("size_zlib_bytes", "zlib (KiB)"), ("sparsity", "sparsity %"), ("latency_ms_b1_median", "lat b1 ms"),
+           ("latency_ms_b1_p90", "p90 ms")]
+
+
+def summary_table(bench: dict[str, Any]) -> str:
+    """A Markdown table like the studies' tables, plus the machine it was measured on."""
+    variants = bench["variants"]
+    tput = sorted({k for v in variants.values() for k in v if k.startswith("throughput_b")},
+                  key=lambda k: int(k.removeprefix("throughput_b")))
+    cols = COLUMNS + [(tput[-1], f"img/s b{tput[-1].removeprefix('throughput_b')}")] if tput else COLUMNS
+    lines = ["| variant | runtime | " + " | ".join(h for _, h in cols) + " |",
+             "|---|---|" + "---:|" * len(cols)]
+    for name, v in variants.items():
+        cells = []
+        for key, _ in cols:
+            value = v.get(key, "")
+            if key in ("size_bytes", "size_zlib_bytes"):
+                value = f"{value / 1024:.1f}"
+            elif isinstance(value, float):
+                value = f"{value:.2f}"
+            cells.append(str(value))
+        lines.append(f"| {name} | {v['runtime']} | " + " | ".join(cells) + " |")
+    m = bench["machine"]
+    lines += ["", f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, "
+              f"onnxruntime {m['onnxruntime']}, INT8 flags: {', '.join(m['int8_flags']) or 'none'}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""Load any artifact of the pipeline as a predict function, keyed by its file suffix.
+
+``.pt`` is a cnn-compress checkpoint (PyTorch eager, fp32 or fp16), ``.pt2`` a ``torch.export``
+program (the torchao INT8 paths), ``.onnx`` an ONNX Runtime session. Every runner takes a
+normalised float32 batch and returns float32 logits, so accuracy and timing code is shared.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnn_compress.checkpoint import load_checkpoint
+from cnn_compress.errors import CheckpointError
+from cnn_compress.evaluation import Predict
+
+
+@dataclass
+class Runner:
+    predict: Predict
+    runtime: str  # which engine ran it, recorded with every benchmark row
+
+
+RunnerLoader = Callable[[Path, int], Runner]
+_LOADERS: dict[str, RunnerLoader] = {}
+
+
+def register_runtime(suffix: str) -> Callable[[RunnerLoader], RunnerLoader]:
+    def deco(fn: RunnerLoader) -> RunnerLoader:
+        _LOADERS[suffix] = fn
+        return fn
+
+    return deco
+
+
+def load_runner(path: str | Path, threads: int = 1) -> Runner:
+    path = Path(path)
+    if path.suffix not in _LOADERS:
+        raise CheckpointError(f"{path}: no runtime for '{path.suffix}' files (known: {', '.join(sorted(_LOADERS))})")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: artifact not found")
+    return _LOADERS[path.suffix](path, threads)
+
+
+@register_runtime(".pt")
+def _torch_checkpoint(path: Path, threads: int) -> Runner:
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint(path)
+    model, dtype = ckpt.model, next(ckpt.model.parameters()).dtype
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(dtype)).float()
+
+    return Runner(predict, f"torch-eager-{ckpt.dtype}")
+
+
+@register_runtime(".pt2")
+def _torch_export(path: Path, threads: int) -> Runner:
+    torch.set_num_threads(threads)
+    try:
+        module = torch.export.load(path).module()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt torch.export program ({type(exc).__name__})") from None
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return module(x).float()
+
+    return Runner(predict, "torch-export")
+
+
+@register_runtime(".onnx")
+def _onnxruntime(path: Path, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:120]})") from None
+    name = session.get_inputs()[0].name
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
+
+    return Runner(predict, f"onnxruntime-{ort.__version__}-cpu")

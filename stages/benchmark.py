@@ -1,0 +1,24 @@
+"""benchmark: every variant -> metrics/benchmark.json and plots/benchmark.csv."""
+from pathlib import Path
+
+from cnn_compress import atomic
+from cnn_compress.benchmark import run_benchmark
+from cnn_compress.config import BenchmarkConfig, load_section
+from cnn_compress.data import load_dataset
+from cnn_compress.errors import cli
+
+
+@cli
+def main() -> None:
+    cfg = load_section(BenchmarkConfig)
+    ds = load_dataset("data/prepared")
+    result = run_benchmark(Path("models"), ds, cfg)
+    atomic.write_json("metrics/benchmark.json", result)
+    atomic.write_csv("plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
+    for name, v in result["variants"].items():
+        print(f"{name:>14}: top-1 {v['top1']:6.2f}%  {v['size_bytes'] / 1024:8.1f} KiB  "
+              f"{v[f'latency_ms_b{cfg.batch_sizes[0]}_median']:.2f} ms  ({v['runtime']})")
+
+
+if __name__ == "__main__":
+    main()

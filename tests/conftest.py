@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny data, tiny trained models and throw-away DVC projects."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cnn_compress.config import DataConfig, TrainConfig  # noqa: E402
+from cnn_compress.data import prepare  # noqa: E402
+
+# Tiny but real: the default pipeline's stage code on 30 digits per class and a ResNet-8.
+TINY_PARAMS = {
+    "data": {"max_per_class": 30},
+    "model": {"arch": "resnet8", "width": 8},
+    "train": {"epochs": 2},
+    "finetune": {"epochs": 1},
+    "quantize": {"calib_per_class": 4},
+    "export": {"calib_per_class": 4},
+    "benchmark": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3, "max_seconds": 0.5},
+}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command with this interpreter's bin first on PATH (so ``python`` in dvc.yaml is ours)."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run(["git", *args], cwd)
+
+
+def set_params(repo: Path, updates: dict) -> None:
+    """Merge ``updates`` (section -> key -> value) into the repo's params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in updates.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the project's pipeline into ``dest``, with tiny params, as a fresh git + DVC repo."""
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("params.yaml", "dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    set_params(dest, TINY_PARAMS | (params or {}))
+    git("init", "-q", "-b", "main", cwd=dest)
+    dvc("init", "-q", cwd=dest)
+    dvc("config", "core.analytics", "false", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "-qm", "init", cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """Prepared digits, 30 images per class."""
+    return prepare(DataConfig(max_per_class=30), tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset):
+    """A ResNet-8 trained for 10 short epochs on the tiny digits (fast, and better than chance)."""
+    from cnn_compress.checkpoint import Checkpoint
+    from cnn_compress.models import build_model
+    from cnn_compress.training import setup_torch, train_model
+
+    setup_torch(0, 2)
+    args = {"num_classes": tiny_dataset.num_classes, "width": 8}
+    model = build_model("resnet8", **args)
+    train_model(model, tiny_dataset, TrainConfig(epochs=10, batch_size=32, lr=0.05, device="cpu"))
+    return Checkpoint(model, "resnet8", args, tiny_dataset.class_names, tiny_dataset.mean, tiny_dataset.std,
+                      tuple(tiny_dataset.images.shape[1:]))
+
+
+@pytest.fixture()
+def no_cuda_threads():
+    torch.set_num_threads(2)

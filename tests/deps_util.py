@@ -1,0 +1,43 @@
+"""Which library modules a stage script imports, directly or through other library modules."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "cnn_compress"
+
+
+def _imports(path: Path) -> set[str]:
+    """Library module names imported anywhere in ``path`` (function-local imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cnn_compress"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:  # from cnn_compress import atomic, report
+                found |= {a.name for a in node.names if (PKG / f"{a.name}.py").exists()}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "cnn_compress" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def module_closure(script: Path) -> set[str]:
+    """Repo-relative paths of every library file the script depends on."""
+    todo, seen = list(_imports(script)), set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        todo += list(_imports(PKG / f"{mod}.py"))
+    return {f"src/cnn_compress/{m}.py" for m in seen} | {"src/cnn_compress/__init__.py"}
+
+
+if __name__ == "__main__":
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        print(script.stem, sorted(module_closure(script)))

@@ -1,0 +1,91 @@
+"""The DAG driven by the real ``dvc`` CLI in a throw-away git repo, with tiny settings."""
+import hashlib
+import json
+import re
+
+import pytest
+from conftest import dvc, git, make_project, set_params
+
+STAGES = ["prepare", "train", "prune", "finetune", "quantize", "export", "benchmark", "report"]
+VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "fp16", "int8_dynamic", "int8_static", "onnx", "ort_int8"}
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w@.-]+)'", output)
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_repro_cache_and_metrics_diff(tmp_path):
+    repo = make_project(tmp_path)
+
+    # 1. from scratch: every stage runs, every output exists, then nothing is stale
+    out = dvc("repro", cwd=repo).stdout
+    assert ran(out) == STAGES
+    bench = json.loads((repo / "metrics/benchmark.json").read_text())
+    assert set(bench["variants"]) == VARIANTS
+    for name, row in bench["variants"].items():
+        for key in ("top1", "top5", "loss", "params", "macs", "size_bytes", "latency_ms_b1_median",
+                    "latency_ms_b1_p90", "throughput_b8", "runtime", "size_zlib_bytes"):
+            assert key in row, (name, key)
+    assert bench["machine"]["threads"] == 1 and bench["machine"]["torch"]
+    assert sorted(p.name for p in (repo / "reports/figures").iterdir()) == [
+        "accuracy_vs_size.png", "latency.png", "sparsity.png", "training_curves.png"]
+    assert "| ort_int8 |" in (repo / "reports/summary.md").read_text()
+    assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+    pruned_at_05 = md5(repo / "models/pruned.pt")
+
+    # 4. retraining with the same seed writes the same bytes: nothing downstream becomes stale
+    baseline = md5(repo / "models/baseline.pt")
+    assert ran(dvc("repro", "-f", "-s", "train", cwd=repo).stdout) == ["train"]
+    assert md5(repo / "models/baseline.pt") == baseline
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "ratio 0.5", cwd=repo)
+
+    # 2. a ratio change re-runs prune and only what follows it
+    set_params(repo, {"prune": {"ratio": 0.8}})
+    assert ran(dvc("repro", cwd=repo).stdout) == STAGES[2:]
+    assert json.loads((repo / "metrics/prune.json").read_text())["sparsity"] == pytest.approx(80, abs=0.5)
+
+    # 5. after committing, metrics diff shows the changed sparsity, accuracy and compressed size
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "ratio 0.8", cwd=repo)
+    diff = json.loads(dvc("metrics", "diff", "HEAD~1", "--json", cwd=repo).stdout)
+    assert diff["metrics/prune.json"]["sparsity"]["old"] == pytest.approx(50, abs=0.5)
+    assert diff["metrics/prune.json"]["sparsity"]["new"] == pytest.approx(80, abs=0.5)
+    assert "variants.pruned.top1" in diff["metrics/benchmark.json"]
+    zlib_size = diff["metrics/benchmark.json"]["variants.finetuned.size_zlib_bytes"]
+    assert zlib_size["new"] < zlib_size["old"]  # more zeros, smaller compressed file
+
+    # 3. changing it back restores the earlier outputs from the run-cache, without running prune
+    set_params(repo, {"prune": {"ratio": 0.5}})
+    out = dvc("repro", cwd=repo).stdout
+    assert "Stage 'prune' is cached - skipping run, checking out outputs" in out
+    assert "prune" not in ran(out)
+    assert md5(repo / "models/pruned.pt") == pruned_at_05
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+
+
+@pytest.mark.slow
+def test_failed_stage_exits_2_and_keeps_outputs(tmp_path):
+    repo = make_project(tmp_path)
+    dvc("repro", "prune", cwd=repo)
+    before = md5(repo / "models/pruned.pt")
+    set_params(repo, {"prune": {"ratio": 1.5}})
+    proc = dvc("repro", "prune", cwd=repo, check=False)
+    assert proc.returncode != 0
+    assert "error: prune.ratio: must be in [0, 1), got 1.5" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    # dvc removes a stage's outs before running it; fixing the param restores them from the
+    # run-cache without running anything
+    set_params(repo, {"prune": {"ratio": 0.5}})
+    out = dvc("repro", "prune", cwd=repo).stdout
+    assert "skipping run" in out and not ran(out)
+    assert md5(repo / "models/pruned.pt") == before
+    assert UP_TO_DATE in dvc("status", "prune", cwd=repo).stdout

@@ -1,0 +1,62 @@
+import copy
+
+import pytest
+import torch
+
+from cnn_compress.checkpoint import load_checkpoint
+from cnn_compress.config import ExportConfig, PruneConfig
+from cnn_compress.data import calibration_batch
+from cnn_compress.errors import ConfigError
+from cnn_compress.evaluation import predict_logits, score
+from cnn_compress.export import export_all, verify
+from cnn_compress.pruning import prune_model
+from cnn_compress.quantization import check_formats, quantize_all
+from cnn_compress.runtimes import load_runner
+
+
+@pytest.fixture(scope="module")
+def pruned(tiny_checkpoint):
+    model = prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.5))
+    return tiny_checkpoint.derive(model, "prune", {})
+
+
+def test_every_format_builds_reloads_and_keeps_accuracy(pruned, tiny_dataset, tmp_path):
+    calib = calibration_batch(tiny_dataset, 4)
+    manifest = quantize_all(pruned, ("fp32", "fp16", "int8_dynamic", "int8_static"), calib, tmp_path)
+    assert set(manifest) == {"fp32", "fp16", "int8_dynamic", "int8_static"}
+    images, labels = tiny_dataset.split("test")
+    ref = predict_logits(pruned.model.eval(), images, tiny_dataset.mean, tiny_dataset.std, 64)
+    ref_top1 = score(ref, labels)["top1"]
+    for name, entry in manifest.items():
+        runner = load_runner(tmp_path / entry["file"])
+        logits = predict_logits(runner.predict, images, tiny_dataset.mean, tiny_dataset.std, 64)
+        assert logits.dtype == torch.float32 and logits.shape == ref.shape
+        assert abs(score(logits, labels)["top1"] - ref_top1) <= 5.0, name  # 60 test images: 1 image = 1.7 pts
+        again = predict_logits(load_runner(tmp_path / entry["file"]).predict, images, tiny_dataset.mean,
+                               tiny_dataset.std, 64)
+        assert torch.equal(logits, again), name  # the artifact reloads to the same outputs
+    assert load_checkpoint(tmp_path / "fp16.pt").dtype == "float16"
+    assert (tmp_path / "fp16.pt").stat().st_size < 0.6 * (tmp_path / "fp32.pt").stat().st_size
+
+
+def test_unknown_quantize_format():
+    with pytest.raises(ConfigError, match="quantize.formats: unknown format 'int4'"):
+        check_formats(("fp32", "int4"))
+
+
+def test_onnx_and_ort_int8_agree_with_pytorch(pruned, tiny_dataset, tmp_path):
+    calib = calibration_batch(tiny_dataset, 4)
+    files = export_all(pruned, calib, tmp_path, ExportConfig())
+    checks = verify(pruned.model, files, tmp_path, tiny_dataset)
+    assert checks["onnx"]["top1_agreement"] == 100.0 and checks["onnx"]["max_abs_diff"] < 1e-3
+    assert checks["ort_int8"]["top1_agreement"] >= 90.0
+    # INT8 weights are a quarter of fp32; per-channel scales and QDQ nodes weigh a lot in a tiny net
+    assert checks["ort_int8"]["size_bytes"] < 0.7 * checks["onnx"]["size_bytes"]
+    import onnx
+
+    model = onnx.load(str(tmp_path / "ort_int8.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+    out = load_runner(tmp_path / "onnx.onnx").predict(torch.randn(5, 3, 32, 32))
+    assert out.shape == (5, pruned.num_classes)

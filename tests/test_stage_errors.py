@@ -1,0 +1,56 @@
+"""Bad input to a stage script: exit code 2, one line naming the problem, outputs untouched."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, set_params
+
+from cnn_compress.checkpoint import save_checkpoint
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_checkpoint):
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    save_checkpoint(tmp_path / "models/baseline.pt", tiny_checkpoint)
+    (tmp_path / "models/pruned.pt").write_bytes(b"earlier output")
+    return tmp_path
+
+
+def stage(project, name):
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, f"stages/{name}.py"], cwd=project, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("prune", {"prune": {"ratio": 1.5}}, "error: prune.ratio: must be in [0, 1), got 1.5"),
+        ("prune", {"prune": {"ratoi": 0.5}}, "error: prune.ratoi: unknown key (did you mean 'ratio'?)"),
+        ("prune", {"prune": {"method": "magic"}}, "error: prune.method: unknown method 'magic'"),
+        ("train", {"train": {"epochs": "ten"}}, "error: train.epochs: must be an integer, got 'ten'"),
+        ("quantize", {"quantize": {"formats": ["int3"]}}, "error: quantize.formats: unknown format 'int3'"),
+        ("export", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
+        ("prepare", {"data": {"name": "imagenet"}}, "error: data.name: unknown data set 'imagenet'"),
+        ("train", {}, "error: data/prepared: prepared data set not found"),
+    ],
+)
+def test_bad_params_and_missing_inputs(project, name, params, message):
+    set_params(project, params)
+    proc = stage(project, name)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in proc.stderr
+    assert (project / "models/pruned.pt").read_bytes() == b"earlier output"
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "checkpoint not found"), (b"PK\x03\x04junk", "corrupt")])
+def test_missing_or_corrupt_checkpoint(project, content, message):
+    path = project / "models/baseline.pt"
+    path.unlink()
+    if content is not None:
+        path.write_bytes(content)
+    proc = stage(project, "prune")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert (project / "models/pruned.pt").read_bytes() == b"earlier output"
