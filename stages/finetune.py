@@ -5,7 +5,7 @@ from cnn_compress.config import FinetuneConfig, load_section, to_dict
 from cnn_compress.data import load_dataset
 from cnn_compress.errors import cli
 from cnn_compress.pruning import global_sparsity, sparsity_masks
-from cnn_compress.training import evaluate, setup_torch, train_model
+from cnn_compress.training import evaluate, is_writer, setup_torch, train_model
 
 
 @cli
@@ -16,6 +16,8 @@ def main() -> None:
     setup_torch(cfg.seed, cfg.threads)
     model = ckpt.model
     history = train_model(model, ds, cfg, masks=sparsity_masks(model))
+    if not is_writer():  # under torchrun only rank 0 writes
+        return
     save_checkpoint("models/finetuned.pt", ckpt.derive(model, "finetune", to_dict(cfg)))
     test = evaluate(model, ds, "test")
     atomic.write_json("metrics/finetune.json", test | {"sparsity": global_sparsity(model)})

@@ -38,6 +38,14 @@ def module_closure(script: Path) -> set[str]:
     return {f"src/cnn_compress/{m}.py" for m in seen} | {"src/cnn_compress/__init__.py"}
 
 
+def sections_read(script: Path) -> set[str]:
+    """Params sections a stage script loads (the config classes it names)."""
+    from cnn_compress.config import SECTIONS
+
+    names = {n.id for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Name)}
+    return {sec for sec, cls in SECTIONS.items() if cls.__name__ in names}
+
+
 if __name__ == "__main__":
     for script in sorted((ROOT / "stages").glob("*.py")):
         print(script.stem, sorted(module_closure(script)))

@@ -50,3 +50,19 @@ def test_synthetic_is_learnable_and_deterministic(tmp_path):
     a = prepare(DataConfig(name="synthetic"), tmp_path / "a")
     b = prepare(DataConfig(name="synthetic"), tmp_path / "b")
     assert torch.equal(a.images, b.images) and a.num_classes == 10
+
+
+def test_cutout_zeroes_one_square_per_image_on_whole_batches():
+    x = torch.ones(64, 3, 16, 16)
+    out = augment(x, 0, False, torch.Generator().manual_seed(0), cutout=4)
+    zeros = (out == 0).all(dim=1)  # the same pixels in every channel
+    counts = zeros.flatten(1).sum(1)
+    assert counts.max() == 16 and counts.min() >= 4  # a 4x4 square, clipped at the border
+    assert len(set(zeros.flatten(1).float().argmax(1).tolist())) > 10  # squares land in varied places
+    rows = zeros.any(dim=2).sum(1)  # each mask is one contiguous square, never two
+    assert (rows <= 4).all()
+
+
+def test_explicit_normalisation_overrides_measured(tmp_path):
+    ds = prepare(DataConfig(max_per_class=5, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), tmp_path)
+    assert ds.mean == (0.485, 0.456, 0.406) and ds.std == (0.229, 0.224, 0.225)

@@ -1,12 +1,9 @@
 """dvc.yaml stays honest: every stage depends on what its script imports and reads."""
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
-from deps_util import ROOT, module_closure
-
-from cnn_compress.config import SECTIONS
+from deps_util import ROOT, module_closure, sections_read
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -25,16 +22,10 @@ def test_deps_cover_script_and_library_modules(stage):
     assert not extra, f"{stage}: {sorted(extra)} are deps but not imported (needless re-runs)"
 
 
-def _sections_read(script: Path) -> set[str]:
-    """Params sections a stage script loads (the config classes it passes to load_section)."""
-    names = {n.id for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Name)}
-    return {sec for sec, cls in SECTIONS.items() if cls.__name__ in names}
-
-
 @pytest.mark.parametrize("stage", sorted(DVC))
-def test_params_listed_are_exactly_the_sections_read(stage):
+def test_params_listed_are_exactly_thesections_read(stage):
     listed = set(DVC[stage].get("params", []))
-    expected = {f"{sec}.{key}" for sec in _sections_read(ROOT / "stages" / f"{stage}.py") for key in PARAMS[sec]}
+    expected = {f"{sec}.{key}" for sec in sections_read(ROOT / "stages" / f"{stage}.py") for key in PARAMS[sec]}
     assert listed == expected
 
 

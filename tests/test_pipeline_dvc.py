@@ -89,3 +89,18 @@ def test_failed_stage_exits_2_and_keeps_outputs(tmp_path):
     assert "skipping run" in out and not ran(out)
     assert md5(repo / "models/pruned.pt") == before
     assert UP_TO_DATE in dvc("status", "prune", cwd=repo).stdout
+
+
+@pytest.mark.slow
+def test_structured_iterative_prune_runs_through_every_stage(tmp_path):
+    """Channel-pruned models (new shapes) fine-tune, quantize, export and benchmark like any other."""
+    repo = make_project(tmp_path, {"prune": {"method": "structured", "ratio": 0.5, "schedule": "iterative",
+                                             "steps": 2, "step_epochs": 1}})
+    assert ran(dvc("repro", cwd=repo).stdout) == STAGES
+    prune = json.loads((repo / "metrics/prune.json").read_text())
+    assert prune["policy"] == "block-internal" and prune["macs_ratio"] < 0.8 and prune["sparsity"] == 0
+    bench = json.loads((repo / "metrics/benchmark.json").read_text())["variants"]
+    assert set(bench) == VARIANTS
+    assert bench["finetuned"]["params"] < bench["baseline"]["params"]
+    assert bench["ort_int8"]["macs"] == bench["finetuned"]["macs"] < bench["baseline"]["macs"]
+    assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0

@@ -34,6 +34,10 @@ def stage(project, name):
         ("export", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
         ("prepare", {"data": {"name": "imagenet"}}, "error: data.name: unknown data set 'imagenet'"),
         ("train", {}, "error: data/prepared: prepared data set not found"),
+        ("prepare", {"data": {"name": "imagefolder"}}, "error: data.source: imagefolder needs a directory"),
+        ("prepare", {"data": {"name": "imagefolder", "source": "no.tar.gz"}}, "error: no.tar.gz: data.source not found"),
+        ("prepare", {"data": {"mean": [0.5]}}, "error: data.mean: must list 3 channel values or none"),
+        ("train", {"model": {"reset_head": True}}, "error: model.reset_head: needs model.pretrained"),
     ],
 )
 def test_bad_params_and_missing_inputs(project, name, params, message):

@@ -1,5 +1,7 @@
 import hashlib
 
+import torch
+
 from cnn_compress.checkpoint import Checkpoint, save_checkpoint
 from cnn_compress.config import TrainConfig
 from cnn_compress.models import build_model
@@ -31,3 +33,17 @@ def test_cosine_schedule_ends_near_zero():
     assert cosine_lr(0.1, 0, 100) == 0.1
     assert abs(cosine_lr(0.1, 50, 100) - 0.05) < 1e-12
     assert cosine_lr(0.1, 100, 100) < 1e-12
+
+
+def test_frozen_layers_and_their_batchnorm_stay_fixed(tiny_dataset):
+    from cnn_compress.training import freeze
+
+    setup_torch(0, 2)
+    model = build_model("resnet8", num_classes=tiny_dataset.num_classes, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    freeze(model, ("conv1", "bn1", "layer1"))
+    train_model(model, tiny_dataset, TrainConfig(epochs=1, device="cpu"))
+    after = model.state_dict()
+    for k, v in before.items():
+        fixed = k.split(".")[0] in ("conv1", "bn1", "layer1")
+        assert torch.equal(after[k], v) == fixed, k  # frozen: weights and running stats; others moved

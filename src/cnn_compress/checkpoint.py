@@ -102,6 +102,8 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if tuple(module.weight.shape) == tuple(w.shape):
             continue
         if isinstance(module, nn.Conv2d):
+            if module.groups > 1 and module.groups == module.out_channels == module.in_channels:
+                module.groups = w.shape[0]  # depthwise stays depthwise (MobileNetV2 after channel pruning)
             module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
         elif isinstance(module, nn.Linear):
             module.out_features, module.in_features = w.shape
@@ -117,3 +119,55 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                     setattr(module, pname, nn.Parameter(new, requires_grad=tensor.requires_grad))
                 else:
                     module.register_buffer(pname, new)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from this tool's checkpoint, a plain state_dict or ``{"state_dict": ...}``.
+
+    ``module.`` prefixes (DataParallel / DDP saves) are stripped. Loading uses
+    ``weights_only=True``: a file that needs arbitrary code to unpickle is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: pretrained weights not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt or not a torch weights file ({type(exc).__name__})") from None
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"{path}: no state_dict of tensors inside")
+    return {k.removeprefix("module."): v for k, v in payload.items()}
+
+
+def _listing(keys: list[str], limit: int = 4) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_pretrained(model: nn.Module, path: str | Path, head: str, reset_head: bool) -> list[str]:
+    """Load weights strictly; with ``reset_head`` the classifier ``head`` keeps its fresh init.
+
+    Returns the keys left at their initial values (the head's when reset). Any missing,
+    unexpected or misshapen key is one error that lists them.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head_keys = sorted(k for k in own if k.startswith(f"{head}."))
+    if reset_head:
+        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    missing = sorted(k for k in set(own) - set(state) - (set(head_keys) if reset_head else set())
+                     if not k.endswith("num_batches_tracked"))  # older PyTorch did not save it
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    problems = [f"{label}: {_listing(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", wrong)) if keys]
+    if problems:
+        hint = ""
+        if any(w.startswith(f"{head}.") for w in wrong):
+            hint = "; set model.reset_head: true to re-initialise the classifier"
+        raise CheckpointError(f"{path}: weights do not fit this model: {'; '.join(problems)}{hint}")
+    model.load_state_dict(state, strict=False)
+    return head_keys if reset_head else []

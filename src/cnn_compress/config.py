@@ -31,11 +31,16 @@ def _require(ok: bool, key: str, message: str) -> None:
 class DataConfig:
     SECTION: ClassVar[str] = "data"
     name: str = "digits"  # offline default: scikit-learn's bundled 8x8 digits, no download
+    source: str = ""  # cifar*: local archive or extracted folder ("" = download); imagefolder: dir or .tar(.gz)
+    download_dir: str = "data/download"  # where cifar* archives are downloaded (checked by md5)
     seed: int = 0  # seeds the stratified split and the calibration subset
     val_fraction: float = 0.1  # held out from training for model selection curves
-    test_fraction: float = 0.2  # every accuracy we report is on this split
+    test_fraction: float = 0.2  # every accuracy we report is on this split (ignored when the source has one)
     image_size: int = 32  # CIFAR-sized inputs so the same models serve every data set
-    max_per_class: int = 0  # cap images per class (0 = all): tiny runs for tests and smoke checks
+    resize: bool = False  # imagefolder: resize every image to image_size (else all must already match)
+    max_per_class: int = 0  # cap images per class and split (0 = all): tiny runs for tests and smoke checks
+    mean: tuple[float, ...] = ()  # normalisation; () = measured on the training split
+    std: tuple[float, ...] = ()  # e.g. the ImageNet values for the published akamaster ResNets
 
     def __post_init__(self) -> None:
         _require(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
@@ -47,16 +52,31 @@ class DataConfig:
         )
         _require(8 <= self.image_size <= 1024, "data.image_size", f"must be in [8, 1024], got {self.image_size}")
         _require(self.max_per_class >= 0, "data.max_per_class", "must be >= 0")
+        _require(len(self.mean) in (0, 3), "data.mean", f"must list 3 channel values or none, got {list(self.mean)}")
+        _require(len(self.std) == len(self.mean), "data.std", "must be given together with data.mean (3 values)")
+        _require(all(v > 0 for v in self.std), "data.std", "must be > 0")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     SECTION: ClassVar[str] = "model"
     arch: str = "resnet20"  # the small CIFAR ResNet (0.27M params): trains in about a minute on 2 cores
-    width: int = 16  # channels of the first stage; 16 is the published CIFAR ResNet
+    width: int = 0  # CIFAR ResNets only: channels of the first stage (0 = the published 16)
+    input_size: int = 0  # *_imagenet models: resize inputs to this (e.g. 224) for transfer; 0 = off
+    pretrained: str = ""  # path: this tool's checkpoint, a state_dict or {"state_dict": ...} file
+    reset_head: bool = False  # re-initialise the classifier after loading pretrained (new class count)
+    freeze: tuple[str, ...] = ()  # module-name prefixes whose parameters the train stage leaves fixed
 
     def __post_init__(self) -> None:
-        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+        _require(self.width >= 0, "model.width", f"must be >= 0, got {self.width}")
+        _require(self.input_size >= 0, "model.input_size", f"must be >= 0, got {self.input_size}")
+        _require(not self.reset_head or bool(self.pretrained), "model.reset_head", "needs model.pretrained")
+
+    def arch_args(self, num_classes: int) -> dict[str, Any]:
+        """Builder arguments: only the options that are set, so each arch sees what it takes."""
+        args: dict[str, Any] = {"num_classes": num_classes}
+        args |= {"width": self.width} if self.width else {}
+        return args | ({"input_size": self.input_size} if self.input_size else {})
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     crop_pad: int = 2  # random-crop padding in pixels (0 = off); CIFAR uses 4
     flip: bool = False  # horizontal flips: off for digits (a flipped 2 is not a 2), on for CIFAR
+    cutout: int = 0  # side of a random square zeroed per image (0 = off; 8 or 16 on CIFAR)
     seed: int = 0  # fixes init, shuffling and augmentation: CPU runs are bit-for-bit reproducible
     threads: int = 2  # torch intra-op threads; fixed so results do not depend on the machine's cores
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
@@ -84,6 +105,7 @@ class TrainConfig:
         _require(self.weight_decay >= 0, f"{sec}.weight_decay", "must be >= 0")
         _require(0 <= self.label_smoothing < 1, f"{sec}.label_smoothing", "must be in [0, 1)")
         _require(self.crop_pad >= 0, f"{sec}.crop_pad", "must be >= 0")
+        _require(self.cutout >= 0, f"{sec}.cutout", "must be >= 0")
         _require(self.threads >= 1, f"{sec}.threads", f"must be >= 1, got {self.threads}")
 
 
@@ -97,12 +119,25 @@ class FinetuneConfig(TrainConfig):
 @dataclass(frozen=True)
 class PruneConfig:
     SECTION: ClassVar[str] = "prune"
-    method: str = "l1_unstructured"  # key into the pruning registry
-    scope: Literal["global", "layer"] = "global"  # one threshold for all layers, or ratio per layer
-    ratio: float = 0.5  # fraction of conv + linear weights set to zero
+    method: str = "l1_unstructured"  # key into the pruning registry: l1_unstructured | structured
+    scope: Literal["global", "layer"] = "global"  # one threshold for all layers, or the ratio in every layer
+    ratio: float = 0.5  # unstructured: fraction of conv + linear weights zeroed; structured: of channels
+    importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l1"  # structured: how channel groups are ranked
+    round_to: int = 1  # structured: keep channel counts multiples of this (8 suits SIMD / tensor cores)
+    max_layer_ratio: float = 0.9  # structured + global: never remove more than this from one layer
+    ignore: tuple[str, ...] = ()  # module names left unpruned (the classifier always is)
+    schedule: Literal["oneshot", "iterative"] = "oneshot"  # iterative: reach ratio in `steps` equal steps
+    steps: int = 1  # iterative: pruning steps (ratio * k / steps after step k)
+    step_epochs: int = 0  # iterative: training epochs after each step (finetune.* hyperparameters)
 
     def __post_init__(self) -> None:
         _require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
+        _require(self.round_to >= 1, "prune.round_to", f"must be >= 1, got {self.round_to}")
+        _require(0 < self.max_layer_ratio < 1, "prune.max_layer_ratio", "must be in (0, 1)")
+        _require(self.steps >= 1, "prune.steps", f"must be >= 1, got {self.steps}")
+        _require(self.step_epochs >= 0, "prune.step_epochs", "must be >= 0")
+        _require(self.schedule == "iterative" or self.steps == 1, "prune.steps",
+                 "needs prune.schedule: iterative when > 1")
 
 
 @dataclass(frozen=True)

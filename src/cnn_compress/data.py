@@ -2,7 +2,8 @@
 
 ``prepare`` turns a registered data set into ``dataset.pt`` (uint8 images, labels, class names,
 split indices, normalisation) that DVC caches; training never touches a decoder again. Batches
-are cut with ``randperm`` and augmented with tensor ops (random crop, flip), on CPU or GPU alike.
+are cut with ``randperm`` and augmented with tensor ops (random crop, flip, cutout), on CPU or
+GPU alike. Readers for the sources live in ``sources.py`` (CIFAR archives, image folders).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnn_compress import atomic
+from cnn_compress import atomic, sources
 from cnn_compress.config import DataConfig
 from cnn_compress.errors import ConfigError, DataError
+from cnn_compress.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,19 +55,15 @@ class Dataset:
 
 
 DatasetLoader = Callable[[DataConfig], RawDataset]
-_DATASETS: dict[str, DatasetLoader] = {}
+DATASETS: Registry[DatasetLoader] = Registry("data.name", "data set")
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    def deco(fn: DatasetLoader) -> DatasetLoader:
-        _DATASETS[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 @register_dataset("digits")
@@ -97,40 +95,86 @@ def _synthetic(cfg: DataConfig) -> RawDataset:
     return RawDataset(images, labels, [f"class{i}" for i in range(num_classes)], checksum)
 
 
+@register_dataset("cifar10")
+def _cifar10(cfg: DataConfig) -> RawDataset:
+    return _from_source(sources.read_cifar("cifar10", cfg.source, cfg.download_dir), cfg)
+
+
+@register_dataset("cifar100")
+def _cifar100(cfg: DataConfig) -> RawDataset:
+    return _from_source(sources.read_cifar("cifar100", cfg.source, cfg.download_dir), cfg)
+
+
+@register_dataset("imagefolder")
+def _imagefolder(cfg: DataConfig) -> RawDataset:
+    if not cfg.source:
+        raise ConfigError("data.source: imagefolder needs a directory or .tar/.tar.gz archive")
+    size = cfg.image_size if cfg.resize else None
+    split = sources.read_imagefolder(cfg.source, per_class=cfg.max_per_class, resize=size)
+    if not cfg.resize and split.images.shape[-1] != cfg.image_size:
+        raise DataError(f"{cfg.source}: images are {split.images.shape[-1]}px, data.image_size is "
+                        f"{cfg.image_size} (set data.resize: true to resize)")
+    return _from_source(split, cfg)
+
+
+def _from_source(src: sources.SplitImages, cfg: DataConfig) -> RawDataset:
+    """A source with its own train/test split: keep the test split as the one we report on."""
+    if src.images.shape[-1] != cfg.image_size and cfg.name != "imagefolder":
+        x = F.interpolate(src.images.float(), size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        images = x.round().clamp(0, 255).to(torch.uint8)
+    else:
+        images = src.images
+    test = np.flatnonzero(src.is_test.numpy())
+    return RawDataset(images, src.labels, src.class_names, src.checksum, test)
+
+
 def load_raw(cfg: DataConfig) -> RawDataset:
-    if cfg.name not in _DATASETS:
-        raise ConfigError(f"data.name: unknown data set {cfg.name!r} (known: {', '.join(dataset_names())})")
-    return _DATASETS[cfg.name](cfg)
+    return DATASETS.get(cfg.name)(cfg)
 
 
-def stratified_split(labels: np.ndarray, cfg: DataConfig) -> dict[str, np.ndarray]:
-    """Seeded, class-stratified train/val/test indices, each sorted for stable storage."""
+def stratified_split(
+    labels: np.ndarray, cfg: DataConfig, test_indices: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Seeded, class-stratified train/val/test indices, each sorted for stable storage.
+
+    With ``test_indices`` (a source's own test split) those are the test set and val is carved
+    from the rest; ``max_per_class`` then caps each class in each of the two source splits.
+    """
     rng = np.random.default_rng(cfg.seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    if test_indices is not None:
+        is_test[test_indices] = True
     splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        if cfg.max_per_class:
-            idx = idx[: cfg.max_per_class]
-        n_test = max(1, round(len(idx) * cfg.test_fraction))
+        idx = rng.permutation(np.flatnonzero((labels == c) & ~is_test))
+        cap = cfg.max_per_class or None
+        if test_indices is not None:
+            test = rng.permutation(np.flatnonzero((labels == c) & is_test))[:cap]
+            idx = idx[:cap]
+        else:
+            idx = idx[:cap]
+            n_test = max(1, round(len(idx) * cfg.test_fraction))
+            test, idx = idx[:n_test], idx[n_test:]
         n_val = round(len(idx) * cfg.val_fraction)
-        if len(idx) - n_test - n_val < 1:
-            raise DataError(f"class {c} has only {len(idx)} images: too few to split")
-        splits["test"] += idx[:n_test].tolist()
-        splits["val"] += idx[n_test : n_test + n_val].tolist()
-        splits["train"] += idx[n_test + n_val :].tolist()
+        if len(idx) - n_val < 1 or len(test) < 1:
+            raise DataError(f"class {c} has only {len(idx) + len(test)} images: too few to split")
+        splits["test"] += test.tolist()
+        splits["val"] += idx[:n_val].tolist()
+        splits["train"] += idx[n_val:].tolist()
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in splits.items()}
 
 
 def prepare(cfg: DataConfig, out_dir: str | Path) -> Dataset:
     """Decode a data set once into tensors and write ``dataset.pt`` + ``meta.json``."""
     raw = load_raw(cfg)
-    splits = stratified_split(raw.labels.numpy(), cfg)
+    splits = stratified_split(raw.labels.numpy(), cfg, raw.test_indices)
     used = np.sort(np.concatenate(list(splits.values())))  # max_per_class drops the rest
     images, labels = raw.images[torch.from_numpy(used)], raw.labels[torch.from_numpy(used)]
     splits = {k: np.searchsorted(used, v) for k, v in splits.items()}
     train = images[torch.from_numpy(splits["train"])].float() / 255
-    mean = tuple(round(v, 6) for v in train.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(round(max(v, 1e-3), 6) for v in train.std(dim=(0, 2, 3)).tolist())
+    mean = cfg.mean or tuple(round(v, 6) for v in train.mean(dim=(0, 2, 3)).tolist())
+    std = cfg.std or tuple(round(max(v, 1e-3), 6) for v in train.std(dim=(0, 2, 3)).tolist())
     ds = Dataset(
         images, labels, raw.class_names,
         {k: torch.from_numpy(v) for k, v in splits.items()}, mean, std, raw.checksum,
@@ -177,8 +221,8 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (images.float() / 255 - m) / s
 
 
-def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Batched random crop (zero padding ``pad``) and horizontal flip, with tensor indexing."""
+def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator, cutout: int = 0) -> torch.Tensor:
+    """Batched random crop (zero padding ``pad``), horizontal flip and cutout, with tensor ops."""
     n, c, h, w = x.shape
     if pad:
         padded = F.pad(x, (pad, pad, pad, pad))
@@ -192,6 +236,13 @@ def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torc
     if flip:
         mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)[:, None, None, None]
         x = torch.where(mask, x.flip(3), x)
+    if cutout:  # DeVries & Taylor (2017): zero one random square per image, clipped at the border
+        cy = torch.randint(0, h, (n, 1), generator=gen).to(x.device) - cutout // 2
+        cx = torch.randint(0, w, (n, 1), generator=gen).to(x.device) - cutout // 2
+        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        in_y = (ys >= cy) & (ys < cy + cutout)
+        in_x = (xs >= cx) & (xs < cx + cutout)
+        x = x * ~(in_y[:, None, :, None] & in_x[:, None, None, :])
     return x
 
 

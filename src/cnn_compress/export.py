@@ -22,28 +22,24 @@ import torch
 from cnn_compress import atomic
 from cnn_compress.checkpoint import Checkpoint
 from cnn_compress.config import ExportConfig
-from cnn_compress.errors import ConfigError, UnsupportedFormatError
+from cnn_compress.errors import UnsupportedFormatError
+from cnn_compress.registry import Registry
 
 Exporter = Callable[[Checkpoint, torch.Tensor, Path, ExportConfig], None]
-_EXPORTERS: dict[str, tuple[str, Exporter]] = {}  # name -> (file suffix, handler)
+EXPORTERS: Registry[Exporter] = Registry("export.formats", "format")  # meta: suffix
 
 
 def register_exporter(name: str, suffix: str) -> Callable[[Exporter], Exporter]:
-    def deco(fn: Exporter) -> Exporter:
-        _EXPORTERS[name] = (suffix, fn)
-        return fn
-
-    return deco
+    return EXPORTERS.register(name, suffix=suffix)
 
 
 def exporter_names() -> list[str]:
-    return sorted(_EXPORTERS)
+    return EXPORTERS.names()
 
 
 def check_formats(formats: tuple[str, ...]) -> None:
-    unknown = [f for f in formats if f not in _EXPORTERS]
-    if unknown:
-        raise ConfigError(f"export.formats: unknown format {unknown[0]!r} (known: {', '.join(exporter_names())})")
+    for name in formats:
+        EXPORTERS.check(name)
 
 
 def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: ExportConfig) -> dict[str, str]:
@@ -51,7 +47,7 @@ def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: Export
     check_formats(cfg.formats)
     files = {}
     for name in cfg.formats:
-        suffix, handler = _EXPORTERS[name]
+        suffix, handler = EXPORTERS.meta(name)["suffix"], EXPORTERS.get(name)
         path = out_dir / f"{name}{suffix}"
         handler(ckpt, calib, path, cfg)
         files[name] = path.name

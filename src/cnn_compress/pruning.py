@@ -1,64 +1,143 @@
-"""Pruning methods, one handler per ``prune.method`` in a registry.
+"""Pruning methods, one handler per ``prune.method`` in a registry, each one-shot or iterative.
 
-Unstructured L1 pruning zeroes the smallest-magnitude weights of conv and linear layers, with one
-global threshold or the same ratio per layer; the masks are made permanent (plain zeros in a plain
+``l1_unstructured`` zeroes the smallest-magnitude conv and linear weights, with one global
+threshold or the same ratio per layer; the masks are made permanent (plain zeros in a plain
 tensor), so the pruned checkpoint loads like any other and fine-tuning recovers the masks from
-the zeros.
+the zeros. ``structured`` removes whole channels with torch-pruning's dependency graph, so the
+saved model is smaller and faster; its checkpoint records the new shapes and loads without
+torch-pruning.
+
+CIFAR ResNets with "option A" shortcuts pad channels with zeros in a parameter-free op that the
+dependency graph does not follow: pruning a residual channel there leaves a model that no longer
+runs. For such models only the block-internal channels (each block's first conv) are pruned.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from cnn_compress.config import PruneConfig
 from cnn_compress.errors import ConfigError
+from cnn_compress.models import BasicBlock, PadShortcut
+from cnn_compress.registry import Registry
 
-Pruner = Callable[[nn.Module, PruneConfig], nn.Module]
-_PRUNERS: dict[str, Pruner] = {}
 PRUNABLE = (nn.Conv2d, nn.Linear)
+AfterStep = Callable[[nn.Module, int], None]  # called after pruning step k (1-based): train here
+
+
+@dataclass
+class PruneContext:
+    example: torch.Tensor  # normalised, class-balanced images: the graph is traced on them, Taylor scores too
+    labels: torch.Tensor
+    head: str  # the classifier's module name: its outputs are the classes, never pruned
+
+    @classmethod
+    def random(cls, head: str, shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10) -> PruneContext:
+        gen = torch.Generator().manual_seed(0)
+        return cls(torch.randn(8, *shape, generator=gen), torch.arange(8) % num_classes, head)
+
+
+Pruner = Callable[[nn.Module, PruneConfig, PruneContext, "AfterStep | None"], nn.Module]
+PRUNERS: Registry[Pruner] = Registry("prune.method", "method")
 
 
 def register_pruner(name: str) -> Callable[[Pruner], Pruner]:
-    def deco(fn: Pruner) -> Pruner:
-        _PRUNERS[name] = fn
-        return fn
-
-    return deco
+    return PRUNERS.register(name)
 
 
 def pruner_names() -> list[str]:
-    return sorted(_PRUNERS)
+    return PRUNERS.names()
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
-def prune_model(model: nn.Module, cfg: PruneConfig) -> nn.Module:
-    """Prune ``model`` with the method ``cfg.method`` names; returns the pruned model."""
-    if cfg.method not in _PRUNERS:
-        raise ConfigError(f"prune.method: unknown method {cfg.method!r} (known: {', '.join(pruner_names())})")
-    return _PRUNERS[cfg.method](model, cfg)
+def prune_model(
+    model: nn.Module, cfg: PruneConfig, ctx: PruneContext | None = None, after_step: AfterStep | None = None
+) -> nn.Module:
+    """Prune ``model`` with ``cfg.method`` to ``cfg.ratio`` in ``cfg.steps`` steps; returns it."""
+    pruner = PRUNERS.get(cfg.method)
+    if cfg.ratio == 0:
+        return model
+    return pruner(model, cfg, ctx or PruneContext.random("linear"), after_step)
 
 
 @register_pruner("l1_unstructured")
-def l1_unstructured(model: nn.Module, cfg: PruneConfig) -> nn.Module:
+def l1_unstructured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
     layers = prunable_layers(model)
-    if cfg.ratio == 0:
-        return model
-    if cfg.scope == "global":
-        torch_prune.global_unstructured(
-            [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio
-        )
-    else:
+    for k in range(1, cfg.steps + 1):
+        amount = cfg.ratio * k / cfg.steps  # zeros rank lowest, so earlier steps' zeros stay zero
+        if cfg.scope == "global":
+            torch_prune.global_unstructured(
+                [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=amount
+            )
+        else:
+            for _, m in layers:
+                torch_prune.l1_unstructured(m, "weight", amount=amount)
         for _, m in layers:
-            torch_prune.l1_unstructured(m, "weight", amount=cfg.ratio)
-    for _, m in layers:
-        torch_prune.remove(m, "weight")  # make the mask permanent: zeros in a plain parameter
+            torch_prune.remove(m, "weight")  # make the mask permanent: zeros in a plain parameter
+        if after_step:
+            after_step(model, k)
+    return model
+
+
+def structured_policy(model: nn.Module) -> str:
+    """``block-internal`` for option-A CIFAR ResNets (see the module docstring), else ``all``."""
+    return "block-internal" if any(isinstance(m, PadShortcut) for m in model.modules()) else "all"
+
+
+def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str) -> list[nn.Module]:
+    names = dict(prunable_layers(model))
+    ignored = set()
+    for prefix in (head, *cfg.ignore):
+        hits = {n for n in names if n == prefix or n.startswith(f"{prefix}.")}
+        if not hits:
+            raise ConfigError(f"prune.ignore: {prefix!r} names no conv or linear layer")
+        ignored |= hits
+    if structured_policy(model) == "block-internal":
+        internal = {f"{n}.conv1" for n, m in model.named_modules() if isinstance(m, BasicBlock)}
+        ignored |= set(names) - internal
+    return [names[n] for n in sorted(ignored)]
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    }[name]()
+
+
+@register_pruner("structured")
+def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
+    """Channel pruning through torch-pruning's ``BasePruner`` (its iterative steps drive the schedule)."""
+    import torch_pruning as tp
+
+    model.eval()  # tracing must not move BatchNorm statistics
+    pruner = tp.pruner.BasePruner(
+        model, ctx.example[:1], importance=_importance(cfg.importance), global_pruning=cfg.scope == "global",
+        pruning_ratio=cfg.ratio, max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
+        ignored_layers=_ignored_layers(model, cfg, ctx.head), round_to=cfg.round_to if cfg.round_to > 1 else None,
+    )
+    for k in range(1, cfg.steps + 1):
+        model.eval()
+        if cfg.importance == "taylor":
+            model.zero_grad()
+            F.cross_entropy(model(ctx.example), ctx.labels).backward()
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if after_step:
+            after_step(model, k)
     return model
 
 

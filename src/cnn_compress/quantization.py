@@ -22,7 +22,8 @@ import torch
 
 from cnn_compress import atomic
 from cnn_compress.checkpoint import Checkpoint, save_checkpoint
-from cnn_compress.errors import ConfigError, UnsupportedFormatError
+from cnn_compress.errors import UnsupportedFormatError
+from cnn_compress.registry import Registry
 
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao import-time chatter
 
@@ -35,27 +36,20 @@ class QuantFormat:
     build: Callable[[Checkpoint, torch.Tensor, Path], None]
 
 
-_FORMATS: dict[str, QuantFormat] = {}
+FORMATS: Registry[Callable[..., None]] = Registry("quantize.formats", "format")  # meta: suffix, backend
 
 
 def register_format(name: str, suffix: str, backend: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    def deco(fn: Callable[[Checkpoint, torch.Tensor, Path], None]) -> Callable[..., None]:
-        _FORMATS[name] = QuantFormat(name, suffix, backend, fn)
-        return fn
-
-    return deco
+    return FORMATS.register(name, suffix=suffix, backend=backend)
 
 
 def format_names() -> list[str]:
-    return sorted(_FORMATS)
+    return FORMATS.names()
 
 
 def check_formats(formats: tuple[str, ...]) -> list[QuantFormat]:
     """Resolve format names up front so a bad one fails before any work is done."""
-    unknown = [f for f in formats if f not in _FORMATS]
-    if unknown:
-        raise ConfigError(f"quantize.formats: unknown format {unknown[0]!r} (known: {', '.join(format_names())})")
-    return [_FORMATS[f] for f in formats]
+    return [QuantFormat(f, FORMATS.meta(f)["suffix"], FORMATS.meta(f)["backend"], FORMATS.get(f)) for f in formats]
 
 
 def quantize_all(ckpt: Checkpoint, formats: tuple[str, ...], calib: torch.Tensor, out_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 from cnn_compress.checkpoint import load_checkpoint
 from cnn_compress.errors import CheckpointError
 from cnn_compress.evaluation import Predict
+from cnn_compress.registry import Registry
 
 
 @dataclass
@@ -24,24 +25,20 @@ class Runner:
 
 
 RunnerLoader = Callable[[Path, int], Runner]
-_LOADERS: dict[str, RunnerLoader] = {}
+RUNTIMES: Registry[RunnerLoader] = Registry("artifact suffix", "runtime", CheckpointError)
 
 
 def register_runtime(suffix: str) -> Callable[[RunnerLoader], RunnerLoader]:
-    def deco(fn: RunnerLoader) -> RunnerLoader:
-        _LOADERS[suffix] = fn
-        return fn
-
-    return deco
+    return RUNTIMES.register(suffix)
 
 
 def load_runner(path: str | Path, threads: int = 1) -> Runner:
     path = Path(path)
-    if path.suffix not in _LOADERS:
-        raise CheckpointError(f"{path}: no runtime for '{path.suffix}' files (known: {', '.join(sorted(_LOADERS))})")
+    if path.suffix not in RUNTIMES:
+        raise CheckpointError(f"{path}: no runtime for '{path.suffix}' files (known: {', '.join(RUNTIMES.names())})")
     if not path.is_file():
         raise CheckpointError(f"{path}: artifact not found")
-    return _LOADERS[path.suffix](path, threads)
+    return RUNTIMES.get(path.suffix)(path, threads)
 
 
 @register_runtime(".pt")
