@@ -32,3 +32,13 @@ def test_train_stage_under_torchrun_two_cpu_ranks(tmp_path):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])  # the loss falls
     ckpt = load_checkpoint(tmp_path / "models/baseline.pt")
     assert ckpt.arch == "resnet8" and ckpt.num_classes == 10
+
+    # finetune the pruned model the same way: the masks hold on every rank, rank 0 writes
+    set_params(tmp_path, {"finetune": {"epochs": 1, "threads": 1, "device": "cpu"}})
+    prune = subprocess.run([sys.executable, "stages/prune.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert prune.returncode == 0, prune.stderr
+    cmd[-1] = "stages/finetune.py"
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finetuned: test top-1") == 1
+    assert json.loads((tmp_path / "metrics/finetune.json").read_text())["sparsity"] == pytest.approx(50, abs=0.5)

@@ -1,0 +1,48 @@
+"""Ratio sweeps as queued DVC experiments run by two parallel workers (real dvc CLI)."""
+import json
+import re
+import sys
+import time
+
+import pytest
+from conftest import ROOT, dvc, git, make_project, run
+
+
+def _find(node, key):
+    """Every value stored under ``key`` anywhere in ``dvc exp show --json`` output."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _find(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _find(v, key)
+
+
+@pytest.mark.slow
+def test_queued_ratio_sweep_runs_two_workers_and_exp_show_lists_metrics(tmp_path):
+    repo = make_project(tmp_path)
+    dvc("repro", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "baseline", cwd=repo)
+    for ratio in (0.6, 0.7):
+        dvc("exp", "run", "--queue", "-S", f"prune.ratio={ratio}", cwd=repo)
+    dvc("queue", "start", "-j", "2", cwd=repo)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = dvc("queue", "status", cwd=repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert len(re.findall(r"\bSuccess\b", status)) == 2, status
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    sparsities = sorted(round(m["data"]["sparsity"]) for m in _find(shown, "metrics/prune.json")
+                        if isinstance(m, dict) and "data" in m)
+    assert {60, 70} <= set(sparsities), sparsities  # both experiments' metrics, beside the baseline's 50
+    assert 50 in sparsities
+
+    table = run([sys.executable, str(ROOT / "tools/pareto.py"), "--wait"], cwd=repo).stdout
+    ratios = {line.split("|")[3].strip() for line in table.splitlines()[2:]}
+    assert {"0.5", "0.6", "0.7"} <= ratios, table
+    assert "yes" in table  # at least one run is on the Pareto front

@@ -1,0 +1,45 @@
+"""Push the run-cache so a teammate's ``dvc repro --pull`` restores every stage, not just some.
+
+``dvc push --run-cache`` uploads the run records and the stages' cached outputs, but not the
+contents of ``cache: false`` outputs (the git-tracked metrics and plots this project keeps),
+which DVC stores in the local cache for the run-cache only. Restoring a stage needs all of its
+outputs, so those stages would run again on the other machine (treeverse/dvc#5749). This pushes
+the run records with DVC, then every object any run record refers to.
+
+    python tools/push_run_cache.py [-r REMOTE]      # run from the project root
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from dvc.repo import Repo
+from dvc_data.hashfile.hash_info import HashInfo
+
+
+def run_record_objects(cache_dir: Path) -> set[HashInfo]:
+    """Every output hash named by a run record under ``<cache>/runs``."""
+    objs = set()
+    for record in (cache_dir / "runs").rglob("*"):
+        if record.is_file():
+            for out in (yaml.safe_load(record.read_text()) or {}).get("outs", []):
+                if out.get("md5"):
+                    objs.add(HashInfo("md5", out["md5"]))
+    return objs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-r", "--remote", default=None, help="remote name (default: the default remote)")
+    args = parser.parse_args()
+    repo = Repo(".")
+    repo.push(remote=args.remote, run_cache=True)
+    local = repo.cache.local
+    objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
+    result = repo.cloud.push(objs, remote=args.remote, odb=None)
+    print(f"run-cache pushed: {len(objs)} objects referenced by run records, {len(result.transferred)} uploaded")
+
+
+if __name__ == "__main__":
+    main()
