@@ -1,4 +1,4 @@
-"""benchmark: every variant -> metrics/benchmark.json and plots/benchmark.csv."""
+"""benchmark: every variant -> metrics/benchmark.json, plots/benchmark.csv, models/compressed/."""
 from pathlib import Path
 
 from cnn_compress import atomic
@@ -12,11 +12,12 @@ from cnn_compress.errors import cli
 def main() -> None:
     cfg = load_section(BenchmarkConfig)
     ds = load_dataset("data/prepared")
-    result = run_benchmark(Path("models"), ds, cfg)
+    result = run_benchmark(Path("models"), ds, cfg, compressed_dir=Path("models/compressed"))
     atomic.write_json("metrics/benchmark.json", result)
     atomic.write_csv("plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
     for name, v in result["variants"].items():
-        print(f"{name:>14}: top-1 {v['top1']:6.2f}%  {v['size_bytes'] / 1024:8.1f} KiB  "
+        print(f"{name:>14}: top-1 {v['top1']:6.2f}%  {v['size_bytes'] / 1024:8.1f} KiB "
+              f"({v['size_compressed_bytes'] / 1024:7.1f} KiB compressed)  "
               f"{v[f'latency_ms_b{cfg.batch_sizes[0]}_median']:.2f} ms  ({v['runtime']})")
 
 

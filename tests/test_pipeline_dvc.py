@@ -30,12 +30,14 @@ def test_repro_cache_and_metrics_diff(tmp_path):
     assert set(bench["variants"]) == VARIANTS
     for name, row in bench["variants"].items():
         for key in ("top1", "top5", "loss", "params", "macs", "size_bytes", "latency_ms_b1_median",
-                    "latency_ms_b1_p90", "throughput_b8", "runtime", "size_zlib_bytes"):
+                    "latency_ms_b1_p90", "throughput_b8", "runtime", "size_zlib_bytes", "size_compressed_bytes",
+                    "weights_dense_bytes", "compression_ratio"):
             assert key in row, (name, key)
     assert bench["machine"]["threads"] == 1 and bench["machine"]["torch"]
     assert sorted(p.name for p in (repo / "reports/figures").iterdir()) == [
         "accuracy_vs_size.png", "latency.png", "sparsity.png", "training_curves.png"]
     assert "| ort_int8 |" in (repo / "reports/summary.md").read_text()
+    assert sorted(p.name for p in (repo / "models/compressed").iterdir()) == sorted(f"{v}.ccz" for v in VARIANTS)
     assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0
     assert UP_TO_DATE in dvc("status", cwd=repo).stdout
     pruned_at_05 = md5(repo / "models/pruned.pt")
@@ -62,6 +64,8 @@ def test_repro_cache_and_metrics_diff(tmp_path):
     assert "variants.pruned.top1" in diff["metrics/benchmark.json"]
     zlib_size = diff["metrics/benchmark.json"]["variants.finetuned.size_zlib_bytes"]
     assert zlib_size["new"] < zlib_size["old"]  # more zeros, smaller compressed file
+    true_size = diff["metrics/benchmark.json"]["variants.ort_int8.size_compressed_bytes"]
+    assert true_size["new"] < true_size["old"]  # sparse + entropy-coded INT8: the Deep Compression size
 
     # 3. changing it back restores the earlier outputs from the run-cache, without running prune
     set_params(repo, {"prune": {"ratio": 0.5}})

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cnn_compress.checkpoint import load_checkpoint
+from cnn_compress.compression import compress_artifact
 from cnn_compress.config import BenchmarkConfig
 from cnn_compress.data import Dataset, normalize
 from cnn_compress.evaluation import Predict, predict_logits, score
@@ -116,8 +117,14 @@ def collect_variants(models_dir: Path) -> list[tuple[str, Path, Path]]:
     return variants
 
 
-def run_benchmark(models_dir: Path, ds: Dataset, cfg: BenchmarkConfig) -> dict[str, Any]:
-    """Benchmark every variant under ``models_dir``; the result is ``metrics/benchmark.json``."""
+def run_benchmark(
+    models_dir: Path, ds: Dataset, cfg: BenchmarkConfig, compressed_dir: Path | None = None
+) -> dict[str, Any]:
+    """Benchmark every variant under ``models_dir``; the result is ``metrics/benchmark.json``.
+
+    With ``compressed_dir``, each variant's weights are also written there in the compressed
+    format (``compression.py``) and its true compressed size is reported.
+    """
     torch.set_num_threads(cfg.threads)
     stats_cache: dict[Path, dict[str, Any]] = {}
     rows: dict[str, Any] = {}
@@ -125,4 +132,6 @@ def run_benchmark(models_dir: Path, ds: Dataset, cfg: BenchmarkConfig) -> dict[s
         if source not in stats_cache:
             stats_cache[source] = model_stats(source)
         rows[name] = benchmark_variant(path, ds, cfg) | stats_cache[source]
+        if compressed_dir is not None:
+            rows[name] |= compress_artifact(path, compressed_dir / f"{name}.ccz")
     return {"machine": machine_info(cfg.threads), "variants": rows}

@@ -79,7 +79,7 @@ def curves(train: list[dict[str, Any]], finetune: list[dict[str, Any]], path: Pa
 
 
 COLUMNS = [("top1", "top-1 %"), ("top5", "top-5 %"), ("params_nonzero", "nonzero params"), ("macs", "MACs"),
-           ("size_bytes", "size (KiB)"), ("size_zlib_bytes", "zlib (KiB)"), ("sparsity", "sparsity %"), ("latency_ms_b1_median", "lat b1 ms"),
+           ("size_bytes", "size (KiB)"), ("size_zlib_bytes", "zlib (KiB)"), ("size_compressed_bytes", "compressed (KiB)"), ("sparsity", "sparsity %"), ("latency_ms_b1_median", "lat b1 ms"),
            ("latency_ms_b1_p90", "p90 ms")]
 
 
@@ -95,7 +95,7 @@ def summary_table(bench: dict[str, Any]) -> str:
         cells = []
         for key, _ in cols:
             value = v.get(key, "")
-            if key in ("size_bytes", "size_zlib_bytes"):
+            if key in ("size_bytes", "size_zlib_bytes", "size_compressed_bytes") and value != "":
                 value = f"{value / 1024:.1f}"
             elif isinstance(value, float):
                 value = f"{value:.2f}"

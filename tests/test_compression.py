@@ -1,0 +1,99 @@
+"""True compressed size: the container round-trips bit-exactly and models give identical outputs."""
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from cnn_compress.checkpoint import load_checkpoint, save_checkpoint
+from cnn_compress.compression import (
+    artifact_tensors,
+    compress_artifact,
+    compress_tensors,
+    decode_tensor,
+    decompress_tensors,
+    encode_tensor,
+)
+from cnn_compress.config import ExportConfig, PruneConfig
+from cnn_compress.data import calibration_batch
+from cnn_compress.errors import CheckpointError
+from cnn_compress.export import export_all
+from cnn_compress.pruning import prune_model
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.where(np.random.default_rng(0).random((64, 32, 3, 3)) < 0.8, 0, 1).astype(np.float32)
+        * np.random.default_rng(1).standard_normal((64, 32, 3, 3)).astype(np.float32),  # 80% sparse fp32
+        np.random.default_rng(2).integers(-128, 128, (16, 8, 3, 3), dtype=np.int8),  # int8 codes
+        np.random.default_rng(3).choice(np.float32([-0.5, -0.0, 0.25, 1.5]), (40, 7)),  # 4 shared values, -0.0
+        np.random.default_rng(4).standard_normal((10, 10)).astype(np.float16),
+        np.zeros((5, 5), dtype=np.float32), np.zeros((0,), dtype=np.float32), np.array(3.5, dtype=np.float32),
+        np.arange(100000, dtype=np.int64) * 1000,  # wide gaps: multi-byte varints
+    ],
+    ids=["sparse-fp32", "int8", "codebook", "fp16", "all-zero", "empty", "scalar", "int64"],
+)
+def test_tensor_codec_is_bit_exact(array):
+    meta, streams = encode_tensor(array)
+    assert _same(decode_tensor(meta, streams), array)
+
+
+def test_sparse_and_shared_values_shrink(tmp_path):
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal(100_000).astype(np.float32)
+    sparse = np.where(rng.random(100_000) < 0.9, 0, dense).astype(np.float32)
+    shared = rng.choice(rng.standard_normal(16).astype(np.float32), 100_000)
+    sizes = {k: compress_tensors({"w": v}, tmp_path / f"{k}.ccz") for k, v in
+             {"dense": dense, "sparse": sparse, "shared": shared}.items()}
+    assert sizes["dense"] > 0.8 * dense.nbytes  # random floats do not compress
+    assert sizes["sparse"] < 0.2 * dense.nbytes  # 10% of the values plus ~1 byte per index
+    assert sizes["shared"] < 0.15 * dense.nbytes  # 4-bit worth of codes, entropy-coded
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
+    ckpt = tiny_checkpoint.derive(prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.8)),
+                                  "prune", {})
+    save_checkpoint(tmp_path / "p.pt", ckpt)
+    sizes = compress_artifact(tmp_path / "p.pt", tmp_path / "p.ccz")
+    assert sizes["size_compressed_bytes"] < (tmp_path / "p.pt").stat().st_size / 2.5  # 80% zeros
+    restored = {k: torch.from_numpy(v) for k, v in decompress_tensors(tmp_path / "p.ccz").items()}
+    model = copy.deepcopy(ckpt.model)
+    model.load_state_dict(restored, strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model.eval()(x), load_checkpoint(tmp_path / "p.pt").model(x))
+
+
+def test_onnx_int8_round_trip_gives_identical_outputs(tiny_checkpoint, tiny_dataset, tmp_path):
+    calib = calibration_batch(tiny_dataset, 4)
+    export_all(tiny_checkpoint, calib, tmp_path, ExportConfig(formats=("ort_int8",)))
+    path = tmp_path / "ort_int8.onnx"
+    compress_artifact(path, tmp_path / "q.ccz")
+    restored = decompress_tensors(tmp_path / "q.ccz")
+    assert restored.keys() == artifact_tensors(path).keys()
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(restored[init.name], init.name))
+    rebuilt = tmp_path / "rebuilt.onnx"
+    onnx.save(model, str(rebuilt))
+    x = calib[:8].numpy()
+    outputs = [_run(p, x) for p in (path, rebuilt)]
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def _run(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_not_a_compressed_file(tmp_path):
+    (tmp_path / "x.ccz").write_bytes(b"nope")
+    with pytest.raises(CheckpointError, match="not a cnn-compress compressed file"):
+        decompress_tensors(tmp_path / "x.ccz")
