@@ -156,3 +156,14 @@ def test_s3_remote_round_trip_and_interrupted_push(pipeline, tmp_path, s3_server
     dvc("pull", cwd=fresh)
     assert digests(fresh) == digests(pipeline)
     assert ran(dvc("repro", cwd=fresh).stdout) == []
+
+
+def test_tools_fail_with_one_line_without_a_remote_or_repo(tmp_path):
+    git("init", "-q", cwd=tmp_path)
+    dvc("init", "-q", cwd=tmp_path)
+    for tool, message in (("push_run_cache.py", "error: config file error: no remote specified"),
+                          ("pareto.py", "error: dvc exp show --json:")):
+        cwd = tmp_path if tool == "push_run_cache.py" else tmp_path.parent
+        proc = run([sys.executable, str(ROOT / "tools" / tool)], cwd=cwd, check=False)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

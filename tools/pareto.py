@@ -20,7 +20,12 @@ from typing import Any
 
 
 def dvc(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if proc.returncode:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["failed"]
+        print(f"error: dvc {' '.join(args)}: {lines[-1]}", file=sys.stderr)
+        sys.exit(2)
+    return proc.stdout
 
 
 def runs(shown: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:

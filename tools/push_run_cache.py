@@ -11,9 +11,11 @@ the run records with DVC, then every object any run record refers to.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
+from dvc.exceptions import DvcException
 from dvc.repo import Repo
 from dvc_data.hashfile.hash_info import HashInfo
 
@@ -33,11 +35,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-r", "--remote", default=None, help="remote name (default: the default remote)")
     args = parser.parse_args()
-    repo = Repo(".")
-    repo.push(remote=args.remote, run_cache=True)
-    local = repo.cache.local
-    objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
-    result = repo.cloud.push(objs, remote=args.remote, odb=None)
+    try:
+        repo = Repo(".")
+        repo.push(remote=args.remote, run_cache=True)
+        local = repo.cache.local
+        objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
+        result = repo.cloud.push(objs, remote=args.remote, odb=None)
+    except DvcException as exc:  # no remote, unreachable remote, missing credentials: one line
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
     print(f"run-cache pushed: {len(objs)} objects referenced by run records, {len(result.transferred)} uploaded")
 
 
