@@ -37,6 +37,8 @@ def main() -> None:
             train_model(model, ds, step_cfg, masks=sparsity_masks(model))
 
     policy = structured_policy(ckpt.model) if cfg.method == "structured" else "all"
+    if cfg.order == "after_quantize":  # the quantize stage prunes each quantized artifact instead
+        policy, cfg = "deferred to quantize (prune.order: after_quantize)", dataclasses.replace(cfg, ratio=0.0)
     model = prune_model(ckpt.model, cfg, ctx, after_step)
     save_checkpoint("models/pruned.pt", ckpt.derive(model, "prune", to_dict(cfg) | {"policy": policy}))
     total, nonzero = count_params(model)

@@ -7,7 +7,8 @@ import pytest
 from conftest import dvc, git, make_project, set_params
 
 STAGES = ["prepare", "train", "prune", "finetune", "quantize", "export", "benchmark", "report"]
-VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "fp16", "int8_dynamic", "int8_static", "onnx", "ort_int8"}
+VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat",
+            "fixed4", "onnx", "ort_int8"}
 UP_TO_DATE = "Data and pipelines are up to date."
 
 

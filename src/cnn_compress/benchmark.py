@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -19,6 +20,7 @@ from cnn_compress.checkpoint import load_checkpoint
 from cnn_compress.compression import compress_artifact
 from cnn_compress.config import BenchmarkConfig
 from cnn_compress.data import Dataset, normalize
+from cnn_compress.errors import CheckpointError, ConfigError
 from cnn_compress.evaluation import Predict, predict_logits, score
 from cnn_compress.models import count_macs, count_params
 from cnn_compress.pruning import global_sparsity
@@ -26,12 +28,14 @@ from cnn_compress.runtimes import load_runner
 
 
 def time_predict(
-    predict: Predict, x: torch.Tensor, warmup: int, repeats: int, max_seconds: float = float("inf")
+    predict: Predict, x: torch.Tensor, warmup: int, repeats: int, max_seconds: float = float("inf"),
+    cuda_events: bool = False,
 ) -> list[float]:
-    """Wall-clock milliseconds of up to ``repeats`` calls after ``warmup`` untimed ones.
+    """Milliseconds of up to ``repeats`` calls after ``warmup`` untimed ones.
 
     Timing stops early once ``max_seconds`` are spent (keeping at least 3 runs), so one very slow
-    variant cannot dominate the stage.
+    variant cannot dominate the stage. With ``cuda_events`` the time is taken by CUDA events on
+    the current stream around the call (GPU runners synchronise before returning).
     """
     times: list[float] = []
     with torch.inference_mode():
@@ -39,11 +43,18 @@ def time_predict(
             predict(x)
         budget_end = time.perf_counter() + max_seconds
         for _ in range(repeats):
-            start = time.perf_counter()
-            predict(x)
-            end = time.perf_counter()
-            times.append(1000.0 * (end - start))
-            if end > budget_end and len(times) >= 3:
+            if cuda_events:
+                start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start_ev.record()
+                predict(x)
+                end_ev.record()
+                end_ev.synchronize()
+                times.append(start_ev.elapsed_time(end_ev))
+            else:
+                start = time.perf_counter()
+                predict(x)
+                times.append(1000.0 * (time.perf_counter() - start))
+            if time.perf_counter() > budget_end and len(times) >= 3:
                 break
     return times
 
@@ -62,9 +73,9 @@ def model_stats(path: Path) -> dict[str, Any]:
             "sparsity": global_sparsity(model)}
 
 
-def benchmark_variant(path: Path, ds: Dataset, cfg: BenchmarkConfig) -> dict[str, Any]:
+def benchmark_variant(path: Path, ds: Dataset, cfg: BenchmarkConfig, compile: bool = False) -> dict[str, Any]:
     """Accuracy on the test split, on-disk bytes and timing of one artifact."""
-    runner = load_runner(path, cfg.threads)
+    runner = load_runner(path, cfg.threads, tuple(cfg.batch_sizes) if compile else ())
     images, labels = ds.split("test")
     blob = path.read_bytes()
     # zlib of the file: zeros left by pruning compress, so sparsity shows as size (dense files do not shrink)
@@ -73,11 +84,30 @@ def benchmark_variant(path: Path, ds: Dataset, cfg: BenchmarkConfig) -> dict[str
     for bs in cfg.batch_sizes:
         reps = (images[torch.arange(bs) % len(images)])
         times = time_predict(runner.predict, normalize(reps, ds.mean, ds.std), cfg.warmup, cfg.repeats,
-                             cfg.max_seconds)
+                             cfg.max_seconds, cuda_events=runner.device == "cuda")
         median = statistics.median(times)
         row |= {f"timed_runs_b{bs}": len(times), f"latency_ms_b{bs}_median": round(median, 4), f"latency_ms_b{bs}_p90": round(percentile(times, 90), 4),
                 f"throughput_b{bs}": round(1000.0 * bs / median, 2)}
     return row
+
+
+def _compiled_row(path: Path, ds: Dataset, cfg: BenchmarkConfig, eager: dict[str, Any],
+                  skipped: dict[str, str]) -> dict[str, Any] | None:
+    """The eager row's sizes and stats with accuracy and timing under ``torch.compile``.
+
+    Compilation needs a C++ compiler; where it fails, the reason goes to ``skipped`` and a warning
+    to stderr instead of stopping the stage.
+    """
+    try:
+        timed = benchmark_variant(path, ds, cfg, compile=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+        print(f"warning: torch.compile of {path.name} failed, row left out ({reason})", file=sys.stderr)
+        skipped[f"{path.stem}+compile"] = reason
+        return None
+    return eager | timed
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -92,9 +122,15 @@ def machine_info(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import importlib.metadata
+
     import onnxruntime
 
-    return {
+    try:
+        trt_version = importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        trt_version = "none"
+    return {"tensorrt": trt_version,
         "cpu": cpu, "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "int8_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}),
@@ -128,10 +164,18 @@ def run_benchmark(
     torch.set_num_threads(cfg.threads)
     stats_cache: dict[Path, dict[str, Any]] = {}
     rows: dict[str, Any] = {}
-    for name, path, source in collect_variants(models_dir):
+    skipped: dict[str, str] = {}
+    variants = collect_variants(models_dir)
+    unknown = set(cfg.compile) - {name for name, _, _ in variants}
+    if unknown:
+        raise ConfigError(f"benchmark.compile: no variant named {', '.join(sorted(unknown))} "
+                          f"(variants: {', '.join(name for name, _, _ in variants)})")
+    for name, path, source in variants:
         if source not in stats_cache:
             stats_cache[source] = model_stats(source)
         rows[name] = benchmark_variant(path, ds, cfg) | stats_cache[source]
         if compressed_dir is not None:
             rows[name] |= compress_artifact(path, compressed_dir / f"{name}.ccz")
-    return {"machine": machine_info(cfg.threads), "variants": rows}
+        if name in cfg.compile and (row := _compiled_row(path, ds, cfg, rows[name], skipped)):
+            rows[f"{name}+compile"] = row
+    return {"machine": machine_info(cfg.threads), "variants": rows} | ({"skipped": skipped} if skipped else {})

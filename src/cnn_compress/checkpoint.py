@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnn_compress import atomic
+from cnn_compress import atomic, fakequant
 from cnn_compress.errors import CheckpointError
 from cnn_compress.models import build_model
 
@@ -33,16 +33,19 @@ class Checkpoint:
     input_shape: tuple[int, ...]
     dtype: str = "float32"
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per stage: name + config
+    fake_quant: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed<N>: activation grids per layer
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def derive(self, model: nn.Module, stage: str, config: dict[str, Any], dtype: str | None = None) -> Checkpoint:
+    def derive(self, model: nn.Module, stage: str, config: dict[str, Any], dtype: str | None = None,
+               fake_quant: dict[str, dict[str, Any]] | None = None) -> Checkpoint:
         """A checkpoint for ``model`` that remembers this one's lineage plus ``stage``."""
         return Checkpoint(
             model, self.arch, dict(self.arch_args), list(self.class_names), self.mean, self.std,
             self.input_shape, dtype or self.dtype, [*self.history, {"stage": stage, "config": config}],
+            fake_quant or {},
         )
 
 
@@ -58,6 +61,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "input_shape": list(ckpt.input_shape),
         "dtype": ckpt.dtype,
         "history": ckpt.history,
+        "fake_quant": ckpt.fake_quant,
         "shapes": {k: list(v.shape) for k, v in state.items()},
         "state_dict": state,
     }
@@ -86,10 +90,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not fit {payload['arch']}: {' '.join(first[1:3])}") from None
     model.eval()
+    fake_quant = payload.get("fake_quant") or {}
+    fakequant.attach(model, fake_quant)
     return Checkpoint(
         model, payload["arch"], dict(payload["arch_args"]), list(payload["class_names"]),
         tuple(payload["mean"]), tuple(payload["std"]), tuple(payload["input_shape"]), dtype,
-        list(payload.get("history", [])),
+        list(payload.get("history", [])), fake_quant,
     )
 
 

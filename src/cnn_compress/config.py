@@ -129,6 +129,7 @@ class PruneConfig:
     schedule: Literal["oneshot", "iterative"] = "oneshot"  # iterative: reach ratio in `steps` equal steps
     steps: int = 1  # iterative: pruning steps (ratio * k / steps after step k)
     step_epochs: int = 0  # iterative: training epochs after each step (finetune.* hyperparameters)
+    order: Literal["before_quantize", "after_quantize"] = "before_quantize"  # after: prune the quantized weights
 
     def __post_init__(self) -> None:
         _require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
@@ -138,18 +139,35 @@ class PruneConfig:
         _require(self.step_epochs >= 0, "prune.step_epochs", "must be >= 0")
         _require(self.schedule == "iterative" or self.steps == 1, "prune.steps",
                  "needs prune.schedule: iterative when > 1")
+        _require(self.order == "before_quantize" or (self.method == "l1_unstructured" and self.schedule == "oneshot"),
+                 "prune.order", "after_quantize prunes quantized weights one-shot: needs method l1_unstructured, "
+                 "schedule oneshot")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     SECTION: ClassVar[str] = "quantize"
-    formats: tuple[str, ...] = ("fp32", "fp16", "int8_dynamic", "int8_static")
+    formats: tuple[str, ...] = ("fp32", "fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat", "fixed4")
     calib_per_class: int = 32  # class-balanced calibration images from the training split
+    mixed_float: tuple[str, ...] = ()  # int8_mixed: module names kept FP32 (() = the classifier)
+    qat_epochs: int = 1  # int8_qat: epochs of quantization-aware training (other settings: finetune.*)
+    qat_lr: float = 0.001  # small: QAT starts from converged weights and only adapts to rounding
+    fixed_scheme: Literal["symmetric", "asymmetric"] = "symmetric"  # fixed<N>: signed zero-point-0 grid or [min, max]
+    fixed_granularity: Literal["per_channel", "per_tensor"] = "per_channel"  # fixed<N> weights: one grid per output channel
+    fixed_activations: bool = True  # fixed<N>: inputs of quantized layers on an N-bit grid too
+    fixed_layers: tuple[str, ...] = ()  # fixed<N>: module-name prefixes quantized (() = every conv and linear)
+    fixed_skip: tuple[str, ...] = ()  # fixed<N>: module names left in float, e.g. [conv1, linear]
+    fixed_epochs: int = 0  # fixed<N>: fine-tuning epochs with the quantizers in place (straight-through)
+    fixed_lr: float = 0.001
 
     def __post_init__(self) -> None:
         _require(len(self.formats) > 0, "quantize.formats", "must name at least one format")
         _require(len(set(self.formats)) == len(self.formats), "quantize.formats", "has duplicates")
         _require(self.calib_per_class >= 1, "quantize.calib_per_class", "must be >= 1")
+        _require(self.qat_epochs >= 1, "quantize.qat_epochs", f"must be >= 1, got {self.qat_epochs}")
+        _require(self.qat_lr > 0, "quantize.qat_lr", f"must be > 0, got {self.qat_lr}")
+        _require(self.fixed_epochs >= 0, "quantize.fixed_epochs", f"must be >= 0, got {self.fixed_epochs}")
+        _require(self.fixed_lr > 0, "quantize.fixed_lr", f"must be > 0, got {self.fixed_lr}")
 
 
 @dataclass(frozen=True)
@@ -159,8 +177,14 @@ class ExportConfig:
     opset: int = 18  # recent enough for every op we emit, old enough for every runtime
     calib_per_class: int = 32  # as quantize.calib_per_class, for ONNX Runtime's static INT8
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    trt_opt_batch: int = 1  # tensorrt_*: the batch the engine is tuned for (1 = latency)
+    trt_max_batch: int = 256  # tensorrt_*: largest batch the engine accepts (the evaluation batch)
+    trt_workspace_mb: int = 1024  # tensorrt_*: builder scratch memory
 
     def __post_init__(self) -> None:
+        _require(1 <= self.trt_opt_batch <= self.trt_max_batch, "export.trt_opt_batch",
+                 "must be in [1, export.trt_max_batch]")
+        _require(self.trt_workspace_mb >= 16, "export.trt_workspace_mb", "must be >= 16")
         _require(len(set(self.formats)) == len(self.formats), "export.formats", "has duplicates")
         _require(13 <= self.opset <= 23, "export.opset", f"must be in [13, 23], got {self.opset}")
         _require(self.calib_per_class >= 1, "export.calib_per_class", "must be >= 1")
@@ -175,6 +199,7 @@ class BenchmarkConfig:
     max_seconds: float = 2.0  # stop timing a (variant, batch) early: CPU fp16 is ~20x slower than fp32
     threads: int = 1  # one thread: least noisy on shared machines, comparable across runtimes
     eval_batch_size: int = 256
+    compile: tuple[str, ...] = ("fp32", "int8_static")  # also timed under torch.compile (rows '<name>+compile')
 
     def __post_init__(self) -> None:
         _require(len(self.batch_sizes) > 0, "benchmark.batch_sizes", "must not be empty")

@@ -4,11 +4,16 @@
   checker.
 - ``ort_int8``: ONNX Runtime static quantization (QDQ, per-channel INT8 weights), calibrated on a
   class-balanced subset of the training split with MinMax / Entropy / Percentile.
+- ``tensorrt_fp32`` / ``tensorrt_fp16`` / ``tensorrt_int8``: serialized TensorRT engines
+  (``trt_engine.py``) built from an fp32 ONNX model, an FP16 ONNX model, and a Q/DQ ONNX model with
+  symmetric zero-point-0 INT8 activations and weights (what explicit quantization requires).
+  Optional: they need the ``tensorrt`` extra and a CUDA GPU, checked before any work starts.
 Every artifact is then checked against its PyTorch source on the test split.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import tempfile
@@ -29,8 +34,9 @@ Exporter = Callable[[Checkpoint, torch.Tensor, Path, ExportConfig], None]
 EXPORTERS: Registry[Exporter] = Registry("export.formats", "format")  # meta: suffix
 
 
-def register_exporter(name: str, suffix: str) -> Callable[[Exporter], Exporter]:
-    return EXPORTERS.register(name, suffix=suffix)
+def register_exporter(name: str, suffix: str,
+                      requires: Callable[[], str | None] = lambda: None) -> Callable[[Exporter], Exporter]:
+    return EXPORTERS.register(name, suffix=suffix, requires=requires)
 
 
 def exporter_names() -> list[str]:
@@ -38,8 +44,11 @@ def exporter_names() -> list[str]:
 
 
 def check_formats(formats: tuple[str, ...]) -> None:
+    """Unknown formats and formats this machine cannot build fail before any work starts."""
     for name in formats:
         EXPORTERS.check(name)
+        if reason := EXPORTERS.meta(name)["requires"]():
+            raise UnsupportedFormatError(f"export.formats: {name} cannot run on this machine: {reason}")
 
 
 def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: ExportConfig) -> dict[str, str]:
@@ -54,11 +63,13 @@ def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: Export
     return files
 
 
-def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    """fp32 ONNX, dynamic batch, one file, validated by the ONNX checker; written atomically."""
+def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+               dtype: torch.dtype | None = torch.float32) -> None:
+    """ONNX (fp32 unless ``dtype`` is None: then the model's own dtype), dynamic batch, one file,
+    validated by the ONNX checker; written atomically."""
     import onnx
 
-    model = model.float().eval()
+    model = (model.to(dtype) if dtype else model).eval()
     with atomic.atomic_path(path) as tmp, _quiet():
         torch.onnx.export(
             model, (example,), str(tmp), dynamo=True, opset_version=opset, input_names=["input"],
@@ -89,29 +100,69 @@ class _CalibReader:
         return next(self._batches, None)
 
 
-@register_exporter("ort_int8", ".onnx")
-def _ort_int8(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+def write_qdq_onnx(model: torch.nn.Module, calib: torch.Tensor, path: Path, opset: int, method: str,
+                   symmetric: bool) -> None:
+    """Static INT8 Q/DQ ONNX, per-channel weights, calibrated on ``calib``.
+
+    ``symmetric`` makes activations signed INT8 with zero-point 0 (TensorRT's requirement);
+    otherwise activations are UINT8 with a zero-point, which suits ReLU networks on ONNX Runtime.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # quantize_static logs a line per tensor
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         stack.callback(root.setLevel, level)
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-        write_onnx(ckpt.model, calib[:2], fp32, cfg.opset)
+        write_onnx(model, calib[:2], fp32, opset)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         with atomic.atomic_path(path) as out:
             try:
                 quantize_static(
-                    str(pre), str(out), _CalibReader("input", calib), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=method, extra_options={"CalibTensorRangeSymmetric": False},
+                    str(pre), str(out), _CalibReader("input", calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calibrate,
+                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                   "CalibTensorRangeSymmetric": symmetric},
                 )
             except Exception as exc:
-                raise UnsupportedFormatError(f"ort_int8: ONNX Runtime quantization failed ({exc})") from None
+                raise UnsupportedFormatError(f"{path.stem}: ONNX Runtime quantization failed ({exc})") from None
+
+
+@register_exporter("ort_int8", ".onnx")
+def _ort_int8(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+    write_qdq_onnx(ckpt.model, calib, path, cfg.opset, cfg.calib_method, symmetric=False)
+
+
+def _tensorrt(precision: str) -> Exporter:
+    def build(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+        from cnn_compress import trt_engine
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / f"{precision}.onnx"
+            if precision == "int8":
+                write_qdq_onnx(ckpt.model, calib, onnx_path, cfg.opset, cfg.calib_method, symmetric=True)
+            elif precision == "fp16":
+                write_onnx(copy.deepcopy(ckpt.model).half(), calib[:2].half(), onnx_path, cfg.opset, dtype=None)
+            else:
+                write_onnx(ckpt.model, calib[:2], onnx_path, cfg.opset)
+            profile = trt_engine.Profile(tuple(calib.shape[1:]), cfg.trt_opt_batch, cfg.trt_max_batch)
+            atomic.write_bytes(path, trt_engine.build_engine(onnx_path, profile, cfg.trt_workspace_mb))
+
+    return build
+
+
+def _trt_unavailable() -> str | None:
+    from cnn_compress import trt_engine
+
+    return trt_engine.unavailable()
+
+
+for _precision in ("fp32", "fp16", "int8"):
+    register_exporter(f"tensorrt_{_precision}", ".engine", requires=_trt_unavailable)(_tensorrt(_precision))
 
 
 def verify(source: torch.nn.Module, files: dict[str, str], out_dir: Path, ds: Any, threads: int = 1) -> dict[str, Any]:

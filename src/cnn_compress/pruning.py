@@ -88,6 +88,43 @@ def l1_unstructured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after
     return model
 
 
+def prune_int8_program(program: Any, cfg: PruneConfig) -> int:
+    """Zero the smallest INT8 weights of a PT2E program in place (``prune.order: after_quantize``).
+
+    The weights are the int8 tensors feeding ``dequantize_per_channel``; a weight's magnitude is
+    ``|q - zero_point| * scale`` of its channel, ranked globally or per layer like ``l1_unstructured``,
+    and a pruned code is set to the zero-point, so it dequantizes to exactly 0. Returns how many
+    weights were zeroed.
+    """
+    sig = program.graph_signature
+    names = {**sig.inputs_to_buffers, **sig.inputs_to_parameters, **sig.inputs_to_lifted_tensor_constants}
+
+    def tensor(node: Any) -> torch.Tensor:
+        name = names[node.name]
+        return program.state_dict[name] if name in program.state_dict else program.constants[name]
+
+    layers = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.quantized_decomposed.dequantize_per_channel.default:
+            q = tensor(node.args[0])
+            if q.dtype == torch.int8:
+                shape = [1] * q.dim()
+                shape[node.args[3]] = -1
+                zero = tensor(node.args[2]).view(shape).to(torch.int32)
+                layers.append((q, zero, (q.to(torch.int32) - zero).abs() * tensor(node.args[1]).view(shape)))
+    groups = [layers] if cfg.scope == "global" else [[layer] for layer in layers]
+    zeroed = 0
+    for group in groups:
+        mags = torch.cat([m.flatten() for _, _, m in group])
+        mask = torch.zeros(len(mags), dtype=torch.bool)
+        mask[torch.argsort(mags, stable=True)[: round(cfg.ratio * len(mags))]] = True
+        for (q, zero, _), m in zip(group, mask.split([g[2].numel() for g in group]), strict=True):
+            m = m.view(q.shape)
+            q.copy_(torch.where(m, zero.expand(q.shape).to(torch.int8), q))
+            zeroed += int(m.sum())
+    return zeroed
+
+
 def structured_policy(model: nn.Module) -> str:
     """``block-internal`` for option-A CIFAR ResNets (see the module docstring), else ``all``."""
     return "block-internal" if any(isinstance(m, PadShortcut) for m in model.modules()) else "all"

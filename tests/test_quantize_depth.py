@@ -1,0 +1,232 @@
+"""Issue 5: fixed<N>, QAT, mixed precision, unrunnable formats, torch.compile timing."""
+import copy
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnn_compress.checkpoint import load_checkpoint
+from cnn_compress.config import FinetuneConfig, QuantizeConfig
+from cnn_compress.data import calibration_batch, normalize
+from cnn_compress.errors import UnsupportedFormatError
+from cnn_compress.evaluation import predict_logits, score
+from cnn_compress.fakequant import FixedPointModel, Grid, select_layers
+from cnn_compress.quantization import QuantContext, check_formats, fixed_point, quantize_all
+from cnn_compress.runtimes import load_runner
+
+QUANT_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+
+def _top1(predict, ds) -> float:
+    images, labels = ds.split("test")
+    return score(predict_logits(predict, images, ds.mean, ds.std, 256), labels)["top1"]
+
+
+def _weights(model, names):
+    modules = dict(model.named_modules())
+    return {n: modules[n].weight.detach() for n in names}
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_fixed_point_levels(tiny_checkpoint, tiny_dataset, bits, scheme, granularity):
+    cfg = QuantizeConfig(fixed_scheme=scheme, fixed_granularity=granularity)
+    out = fixed_point(tiny_checkpoint, bits, cfg, calibration_batch(tiny_dataset, 2))
+    layers = out.history[-1]["config"]["layers"]
+    assert len(layers) == sum(isinstance(m, QUANT_LAYERS) for m in out.model.modules())
+    for name, w in _weights(out.model, layers).items():
+        groups = w.reshape(w.shape[0], -1) if granularity == "per_channel" else w.reshape(1, -1)
+        for g in groups:
+            assert g.unique().numel() <= 2**bits, (name, g.unique().numel())
+            if scheme == "symmetric":  # zero-point 0: every value is an integer multiple of one scale
+                scale = g.abs().max() / (2 ** (bits - 1) - 1)
+                if scale > 0:
+                    k = g / scale
+                    assert torch.allclose(k, k.round(), atol=1e-3), name
+    for spec in out.fake_quant.values():  # activations: the same N-bit grid, calibrated range
+        assert spec["bits"] == bits and spec["lo"] <= 0 <= spec["hi"] and spec["hi"] > spec["lo"]
+        if scheme == "symmetric":
+            assert Grid(bits, True).qparams(torch.tensor(spec["lo"]), torch.tensor(spec["hi"]))[1] == 0
+
+
+def test_fixed_layer_selection_leaves_others_float(tiny_checkpoint, tiny_dataset):
+    """One study quantized only the residual blocks, first conv and classifier left in float."""
+    cfg = QuantizeConfig(fixed_layers=("layer1", "layer2", "layer3"), fixed_skip=("layer1.0.conv1",))
+    out = fixed_point(tiny_checkpoint, 2, cfg, calibration_batch(tiny_dataset, 2))
+    layers = out.history[-1]["config"]["layers"]
+    assert layers and all(n.startswith("layer") for n in layers) and "layer1.0.conv1" not in layers
+    assert set(out.fake_quant) == set(layers)
+    float_w = _weights(out.model, ["conv1", "linear", "layer1.0.conv1"])
+    assert all(w.unique().numel() > 4 for w in float_w.values())  # 2 bits would allow at most 4
+    with pytest.raises(UnsupportedFormatError, match="leave no conv or linear layer"):
+        fixed_point(tiny_checkpoint, 4, QuantizeConfig(fixed_layers=("nothing",)), calibration_batch(tiny_dataset, 2))
+
+
+def test_fixed8_within_one_point_of_fp32_and_reloads(digits_checkpoint, digits_dataset, tmp_path):
+    calib = calibration_batch(digits_dataset, 32)
+    manifest = quantize_all(digits_checkpoint, ("fixed8", "fixed4"), calib, tmp_path,
+                            QuantContext(QuantizeConfig(formats=("fixed8",)), calib, digits_dataset))
+    ref = _top1(digits_checkpoint.model.eval(), digits_dataset)
+    assert ref > 80
+    fixed8 = load_runner(tmp_path / manifest["fixed8"]["file"])
+    assert abs(_top1(fixed8.predict, digits_dataset) - ref) <= 1.0
+    reloaded = load_checkpoint(tmp_path / "fixed8.pt")
+    assert reloaded.fake_quant  # the activation grids travel with the weights
+    x = calibration_batch(digits_dataset, 1)
+    assert torch.equal(reloaded.model(x), load_checkpoint(tmp_path / "fixed8.pt").model(x))
+    no_act = copy.deepcopy(reloaded.model)
+    for m in no_act.modules():
+        m._forward_pre_hooks.clear()
+    assert not torch.equal(no_act(x), reloaded.model(x))  # the hooks do quantize activations
+    assert manifest["fixed4"]["bits"] == 4 and manifest["fixed4"]["scheme"] == "symmetric"
+
+
+def test_straight_through_fine_tuning_lowers_the_loss(tiny_checkpoint, tiny_dataset):
+    model = copy.deepcopy(tiny_checkpoint.model).float()
+    layers = select_layers(model, (), ())
+    fq = FixedPointModel(model, layers, 3, symmetric=False, per_channel=True, act_bits=3)
+    images, labels = tiny_dataset.split("train")
+    x, y = normalize(images[:64], tiny_dataset.mean, tiny_dataset.std), labels[:64]
+    fq.calibrate(iter([x]))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        first = model.conv1.parametrizations.weight.original
+        assert first.grad is not None and first.grad.abs().sum() > 0  # gradients pass the rounding
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0], losses
+
+
+def test_fixed_fine_tune_epochs_run_through_the_format(tiny_checkpoint, tiny_dataset, tmp_path):
+    calib = calibration_batch(tiny_dataset, 4)
+    cfg = QuantizeConfig(formats=("fixed3",), fixed_epochs=1, fixed_scheme="asymmetric")
+    plain = fixed_point(tiny_checkpoint, 3, QuantizeConfig(fixed_scheme="asymmetric"), calib)
+    tuned = fixed_point(tiny_checkpoint, 3, cfg, calib, tiny_dataset, FinetuneConfig(device="cpu"))
+    w0, w1 = plain.model.conv1.weight, tuned.model.conv1.weight
+    assert not torch.equal(w0, w1) and w1.unique().numel() <= 8 * w1.shape[0]
+
+
+def test_int8_static_qat_and_mixed_within_tolerance(digits_checkpoint, digits_dataset, tmp_path):
+    calib = calibration_batch(digits_dataset, 32)
+    cfg = QuantizeConfig(formats=("int8_static", "int8_qat", "int8_mixed"), qat_epochs=1)
+    ctx = QuantContext(cfg, calib, digits_dataset, FinetuneConfig(device="cpu", batch_size=64))
+    manifest = quantize_all(digits_checkpoint, cfg.formats, calib, tmp_path, ctx)
+    ref = _top1(digits_checkpoint.model.eval(), digits_dataset)
+    images, _ = digits_dataset.split("test")
+    x = normalize(images[:50], digits_dataset.mean, digits_dataset.std)
+    for name in cfg.formats:
+        runner = load_runner(tmp_path / manifest[name]["file"])
+        assert abs(_top1(runner.predict, digits_dataset) - ref) <= 1.5, name
+        assert torch.equal(runner.predict(x), load_runner(tmp_path / manifest[name]["file"]).predict(x)), name
+    assert manifest["int8_qat"]["qat_epochs"] == 1 and manifest["int8_qat"]["backend"].endswith("qat")
+    assert manifest["int8_mixed"]["float_modules"] == ["linear"]
+    program = torch.export.load(tmp_path / "int8_mixed.pt2")
+    linear = next(n for n in program.graph.nodes if n.target == torch.ops.aten.linear.default)
+    weight_src = linear.args[1]  # a plain parameter in the mixed program, a dequantize node otherwise
+    assert "dequantize" not in str(getattr(weight_src, "target", ""))
+    full = torch.export.load(tmp_path / "int8_static.pt2")
+    linear = next(n for n in full.graph.nodes if n.target == torch.ops.aten.linear.default)
+    assert "dequantize" in str(linear.args[1].target)
+
+
+def test_mixed_float_names_must_exist(tiny_checkpoint, tiny_dataset, tmp_path):
+    calib = calibration_batch(tiny_dataset, 2)
+    ctx = QuantContext(QuantizeConfig(formats=("int8_mixed",), mixed_float=("fc9",)), calib)
+    with pytest.raises(UnsupportedFormatError, match="quantize.mixed_float: no module named 'fc9'"):
+        quantize_all(tiny_checkpoint, ("int8_mixed",), calib, tmp_path, ctx)
+
+
+def test_format_this_machine_cannot_run_is_named(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(UnsupportedFormatError, match="quantize.formats: int8_static cannot run on this machine"):
+        check_formats(("fp32", "int8_static"))
+    assert [f.name for f in check_formats(("fp32", "fixed4"))] == ["fp32", "fixed4"]
+
+
+def test_built_artifact_that_cannot_run_fails_in_quantize(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
+    import cnn_compress.runtimes as runtimes
+
+    def broken(path, threads):
+        raise RuntimeError("no kernel for this op on this CPU")
+
+    monkeypatch.setitem(runtimes.RUNTIMES._entries, ".pt", (broken, {}))
+    with pytest.raises(UnsupportedFormatError, match="fp16 was built but cannot run here"):
+        quantize_all(tiny_checkpoint, ("fp16",), calibration_batch(tiny_dataset, 1), tmp_path)
+
+
+def test_compiled_runner_matches_eager_with_padding(tiny_checkpoint, tiny_dataset, tmp_path):
+    """torch.compile with freezing, static shapes: odd batches are padded, big ones chunked."""
+    from cnn_compress.benchmark import run_benchmark
+    from cnn_compress.checkpoint import save_checkpoint
+    from cnn_compress.config import BenchmarkConfig
+    from cnn_compress.errors import ConfigError
+
+    for name in ("baseline", "pruned", "finetuned"):
+        save_checkpoint(tmp_path / f"{name}.pt", tiny_checkpoint)
+    quantize_all(tiny_checkpoint, ("fp32",), calibration_batch(tiny_dataset, 1), tmp_path / "quantized")
+    cfg = BenchmarkConfig(batch_sizes=(1, 8), warmup=1, repeats=3, max_seconds=0.2, compile=("fp32",))
+    result = run_benchmark(tmp_path, tiny_dataset, cfg)
+    row, eager = result["variants"]["fp32+compile"], result["variants"]["fp32"]
+    assert "inductor-freezing" in row["runtime"] and row["top1"] == eager["top1"]  # 60 images: 8+8+...+4 padded
+    assert row["size_bytes"] == eager["size_bytes"] and row["latency_ms_b1_median"] > 0
+    runner = load_runner(tmp_path / "quantized/fp32.pt", 1, (1, 8))
+    x = calibration_batch(tiny_dataset, 2)
+    assert torch.allclose(runner.predict(x), tiny_checkpoint.model.eval()(x), atol=1e-4)  # 20 -> 8 + 8 + 4 padded
+    with pytest.raises(ConfigError, match="benchmark.compile: no variant named int9"):
+        run_benchmark(tmp_path, tiny_dataset, BenchmarkConfig(compile=("int9",)))
+
+
+def _int8_weight_codes(path):
+    program = torch.export.load(path)
+    sig = program.graph_signature
+    names = sig.inputs_to_buffers | sig.inputs_to_parameters
+    return [program.state_dict[names[n.args[0].name]] for n in program.graph.nodes
+            if n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default
+            and names.get(n.args[0].name) in program.state_dict]
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_prune_after_quantize_prunes_the_quantized_weights(tiny_checkpoint, tiny_dataset, tmp_path, scope):
+    """One study pruned the quantized INT8 and FP16 weights directly (prune.order: after_quantize)."""
+    from cnn_compress.config import PruneConfig
+    from cnn_compress.pruning import global_sparsity, layer_sparsity
+
+    formats = ("fp16", "fixed4", "int8_static")
+    calib = calibration_batch(tiny_dataset, 4)
+    prune = PruneConfig(order="after_quantize", ratio=0.5, scope=scope)
+    manifest = quantize_all(tiny_checkpoint, formats, calib, tmp_path,
+                            QuantContext(QuantizeConfig(formats=formats), calib, prune=prune))
+    fp16 = load_checkpoint(tmp_path / "fp16.pt")
+    assert fp16.dtype == "float16" and abs(global_sparsity(fp16.model) - 50) <= 0.5
+    fixed = load_checkpoint(tmp_path / "fixed4.pt")
+    assert abs(global_sparsity(fixed.model) - 50) <= 0.5 and fixed.fake_quant  # grids kept
+    w = fixed.model.layer1[0].conv1.weight
+    assert all(c.unique().numel() <= 16 for c in w.reshape(w.shape[0], -1))  # 0 is on the grid
+    codes = _int8_weight_codes(tmp_path / "int8_static.pt2")
+    assert codes and all(c.dtype == torch.int8 for c in codes)
+    zeros = sum(int((c == 0).sum()) for c in codes)  # x86 weights are symmetric: zero-point 0
+    assert abs(100 * zeros / sum(c.numel() for c in codes) - 50) <= 1.0
+    if scope == "layer":
+        assert all(abs(r["sparsity"] - 50) <= 1 for r in layer_sparsity(fp16.model.float()))
+        assert all(abs(100 * float((c == 0).float().mean()) - 50) <= 2 for c in codes)
+    assert manifest["int8_static"]["pruned_after_quantize_weights"] == zeros
+    runner = load_runner(tmp_path / "int8_static.pt2")
+    assert runner.predict(calib[:3]).shape == (3, tiny_checkpoint.num_classes)
+
+
+def test_prune_after_quantize_rejects_unreachable_weights():
+    from cnn_compress.config import PruneConfig
+    from cnn_compress.errors import ConfigError
+    from cnn_compress.quantization import check_prune_after
+
+    with pytest.raises(UnsupportedFormatError, match="after_quantize cannot prune the weights of int8_dynamic"):
+        check_prune_after(("fp16", "int8_dynamic"), PruneConfig(order="after_quantize"))
+    with pytest.raises(ConfigError, match="prune.order: after_quantize prunes quantized weights one-shot"):
+        PruneConfig(order="after_quantize", method="structured")
