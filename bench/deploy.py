@@ -39,10 +39,10 @@ from cnn_compress.runtimes import load_runner  # noqa: E402
 from cnn_compress.training import setup_torch, train_model  # noqa: E402
 
 
-def build_variants(tmp: Path, epochs: int, ratio: float, threads: int) -> tuple[dict[str, Path], object]:
+def build_variants(tmp: Path, epochs: int, ft_epochs: int, ratio: float, threads: int) -> tuple[dict[str, Path], object]:
     """Train, prune, fine-tune, quantize and export; returns variant name -> artifact path."""
     ds = prepare(DataConfig(), tmp / "data")
-    setup_torch(0, threads)
+    setup_torch(0, max(2, threads))  # training uses the cores; timing below uses --threads
     model = build_model("resnet18", num_classes=ds.num_classes)
     train_model(model, ds, TrainConfig(epochs=epochs, lr=0.05, device="cpu"))
     base = Checkpoint(model, "resnet18", {"num_classes": ds.num_classes}, ds.class_names, ds.mean, ds.std,
@@ -50,7 +50,7 @@ def build_variants(tmp: Path, epochs: int, ratio: float, threads: int) -> tuple[
     calib = calibration_batch(ds, 16)
     ctx = PruneContext(calib[:16], torch.zeros(16, dtype=torch.long), "fc")
     pruned = prune_model(copy.deepcopy(model), PruneConfig(method="structured", ratio=ratio), ctx)
-    train_model(pruned, ds, dataclasses.replace(FinetuneConfig(device="cpu"), epochs=max(1, epochs // 2)))
+    train_model(pruned, ds, dataclasses.replace(FinetuneConfig(device="cpu"), epochs=ft_epochs, lr=0.02))
     small = base.derive(pruned, "prune", {"method": "structured", "ratio": ratio})
     paths: dict[str, Path] = {}
     for tag, ckpt in (("", base), (f"s{int(ratio * 100)}_", small)):
@@ -79,17 +79,41 @@ def measure(name: str, path: Path, ds, threads: int, repeats: int, compile_: boo
             "ips": 64000.0 / statistics.median(b64)}
 
 
+def ort_profile(path: Path, threads: int, runs: int = 200) -> list[tuple[str, float]]:
+    """Where an ONNX Runtime model spends batch-1 time: share of node time per op type."""
+    import json
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.enable_profiling = threads, 1, True
+    opts.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = {session.get_inputs()[0].name: torch.randn(1, 3, 32, 32).numpy()}
+    for _ in range(runs):
+        session.run(None, x)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"]
+    total = sum(per_op.values())
+    return [(op, 100.0 * t / total) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])] + [
+        ("(node time per run, ms)", total / runs / 1000.0)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--ft-epochs", type=int, default=6, help="fine-tuning epochs of the pruned model")
     parser.add_argument("--ratio", type=float, default=0.6)
     parser.add_argument("--compile", action="store_true", help="also time PyTorch artifacts under torch.compile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        paths, ds = build_variants(tmp, args.epochs, args.ratio, args.threads)
+        paths, ds = build_variants(tmp, args.epochs, args.ft_epochs, args.ratio, args.threads)
         rows = []
         for name, path in paths.items():
             rows.append(measure(name, path, ds, args.threads, args.repeats, False, tmp))
@@ -97,8 +121,11 @@ def main() -> None:
                 rows.append(measure(name, path, ds, args.threads, args.repeats, True, tmp))
         macs = {tag: count_macs(load_runner(paths[f"{tag}fp32_eager"]).module, (3, 32, 32))
                 for tag in ("", f"s{int(args.ratio * 100)}_")}
+        tag = f"s{int(args.ratio * 100)}_"
+        profiles = {name: ort_profile(paths[name], args.threads) for name in (f"{tag}onnx", f"{tag}ort_int8")}
     base = rows[0]
     print(f"# deploy benchmark: ResNet-18 (CIFAR stem), {args.epochs} epochs on digits, structured {args.ratio:.0%} "
+          f"+ {args.ft_epochs} fine-tuning epochs "
           f"(MACs {macs[''] / 1e6:.1f}M -> {list(macs.values())[1] / 1e6:.1f}M)")
     print("| artifact | runtime | top-1 % | size MiB | compressed MiB | smaller (disk / compressed) | b1 ms (p90) | "
           "speedup b1 | img/s b64 |")
@@ -111,6 +138,9 @@ def main() -> None:
     print(f"\nfastest: {best['name']}: {base['b1'] / best['b1']:.1f}x faster at batch 1 (goal 25x), "
           f"{base['bytes'] / best['bytes']:.1f}x smaller on disk, {base['bytes'] / best['ccz']:.1f}x compressed "
           f"(goal 25x), top-1 {best['top1'] - base['top1']:+.2f} points vs FP32 eager")
+    for name, prof in profiles.items():
+        top = ", ".join(f"{op} {share:.0f}%" for op, share in prof[:-1][:6])
+        print(f"where {name}'s batch-1 time goes (ONNX Runtime profile): {top}; node time {prof[-1][1]:.3f} ms/run")
     m = machine_info(args.threads)
     print(f"machine: {m['cpu']}, {m['threads']} thread(s), INT8 flags {', '.join(m['int8_flags'])}, torch {m['torch']}, "
           f"onnxruntime {m['onnxruntime']}, tensorrt {m['tensorrt']}, GPU {m['cuda']}; TensorRT rows: "

@@ -1,20 +1,22 @@
-"""benchmark: every variant -> metrics/benchmark.json, plots/benchmark.csv, models/compressed/."""
+"""benchmark: every variant -> <dir>/metrics/benchmark.json, plots/benchmark.csv, models/compressed/."""
 from pathlib import Path
 
 from cnn_compress import atomic
 from cnn_compress.benchmark import run_benchmark
-from cnn_compress.config import BenchmarkConfig, load_section
+from cnn_compress.config import BenchmarkConfig, load_section, stage_args
 from cnn_compress.data import load_dataset
 from cnn_compress.errors import cli
 
 
 @cli
 def main() -> None:
+    root = stage_args().dir
     cfg = load_section(BenchmarkConfig)
     ds = load_dataset("data/prepared")
-    result = run_benchmark(Path("models"), ds, cfg, compressed_dir=Path("models/compressed"))
-    atomic.write_json("metrics/benchmark.json", result)
-    atomic.write_csv("plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
+    baseline = Path("models/baseline.pt") if root == Path(".") else None  # a sweep branch shares it
+    result = run_benchmark(root / "models", ds, cfg, compressed_dir=root / "models/compressed", baseline=baseline)
+    atomic.write_json(root / "metrics/benchmark.json", result)
+    atomic.write_csv(root / "plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
     for name, v in result["variants"].items():
         print(f"{name:>14}: top-1 {v['top1']:6.2f}%  {v['size_bytes'] / 1024:8.1f} KiB "
               f"({v['size_compressed_bytes'] / 1024:7.1f} KiB compressed)  "

@@ -1,9 +1,9 @@
-"""prune: prune the baseline -> models/pruned.pt, metrics/prune.json, plots/sparsity.csv."""
+"""prune: prune the baseline -> <dir>/models/pruned.pt, metrics/prune.json, plots/sparsity.csv."""
 import dataclasses
 
 from cnn_compress import atomic
 from cnn_compress.checkpoint import load_checkpoint, save_checkpoint
-from cnn_compress.config import FinetuneConfig, PruneConfig, load_section, read_params, to_dict
+from cnn_compress.config import FinetuneConfig, PruneConfig, load_section, read_params, stage_args, to_dict
 from cnn_compress.data import balanced_subset, load_dataset, normalize
 from cnn_compress.errors import cli
 from cnn_compress.models import count_macs, count_params, head_name
@@ -21,8 +21,10 @@ from cnn_compress.training import setup_torch, train_model
 
 @cli
 def main() -> None:
-    params = read_params()
+    args, params = stage_args(ratio=True), read_params()
     cfg, step_cfg = load_section(PruneConfig, params), load_section(FinetuneConfig, params)
+    if args.ratio is not None:  # a sweep branch (dvc.yaml matrix over prune.ratios)
+        cfg = dataclasses.replace(cfg, ratio=args.ratio)
     step_cfg = dataclasses.replace(step_cfg, epochs=cfg.step_epochs)
     PRUNERS.check(cfg.method)  # a bad method fails before any loading
     ckpt, ds = load_checkpoint("models/baseline.pt"), load_dataset("data/prepared")
@@ -40,13 +42,13 @@ def main() -> None:
     if cfg.order == "after_quantize":  # the quantize stage prunes each quantized artifact instead
         policy, cfg = "deferred to quantize (prune.order: after_quantize)", dataclasses.replace(cfg, ratio=0.0)
     model = prune_model(ckpt.model, cfg, ctx, after_step)
-    save_checkpoint("models/pruned.pt", ckpt.derive(model, "prune", to_dict(cfg) | {"policy": policy}))
+    save_checkpoint(args.dir / "models/pruned.pt", ckpt.derive(model, "prune", to_dict(cfg) | {"policy": policy}))
     total, nonzero = count_params(model)
     macs = count_macs(model, ckpt.input_shape)
-    atomic.write_json("metrics/prune.json", {
+    atomic.write_json(args.dir / "metrics/prune.json", {
         "sparsity": global_sparsity(model), "params": total, "params_nonzero": nonzero,
         "macs": macs, "macs_ratio": round(macs / macs_before, 4), "policy": policy})
-    atomic.write_csv("plots/sparsity.csv", layer_sparsity(model))
+    atomic.write_csv(args.dir / "plots/sparsity.csv", layer_sparsity(model))
     print(f"pruned ({cfg.method}, {cfg.scope}, ratio {cfg.ratio}): sparsity {global_sparsity(model):.2f}%, "
           f"{total} params, MACs x{macs / macs_before:.3f}")
 

@@ -1,12 +1,10 @@
-"""quantize: one artifact per quantize.formats entry -> models/quantized/.
+"""quantize: one artifact per quantize.formats entry -> <dir>/models/quantized/.
 
 With ``prune.order: after_quantize`` each artifact's quantized weights are pruned here (the prune
 stage then passes the baseline through unchanged).
 """
-from pathlib import Path
-
 from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import FinetuneConfig, PruneConfig, QuantizeConfig, load_section, read_params
+from cnn_compress.config import FinetuneConfig, PruneConfig, QuantizeConfig, load_section, read_params, stage_args
 from cnn_compress.data import calibration_batch, load_dataset
 from cnn_compress.errors import cli
 from cnn_compress.quantization import QuantContext, check_formats, check_prune_after, quantize_all
@@ -15,17 +13,17 @@ from cnn_compress.training import setup_torch
 
 @cli
 def main() -> None:
-    params = read_params()
+    out, params = stage_args().dir, read_params()
     cfg, finetune = load_section(QuantizeConfig, params), load_section(FinetuneConfig, params)
     prune = load_section(PruneConfig, params)
     check_formats(cfg.formats)
     check_prune_after(cfg.formats, prune)
     ds = load_dataset("data/prepared")
-    ckpt = load_checkpoint("models/finetuned.pt")
+    ckpt = load_checkpoint(out / "models/finetuned.pt")
     setup_torch(finetune.seed, finetune.threads)  # QAT and fixed<N> fine-tuning are seeded like finetune
     calib = calibration_batch(ds, cfg.calib_per_class)
     ctx = QuantContext(cfg, calib, ds, finetune, prune)
-    manifest = quantize_all(ckpt, cfg.formats, calib, Path("models/quantized"), ctx)
+    manifest = quantize_all(ckpt, cfg.formats, calib, out / "models/quantized", ctx)
     print(f"quantized into {', '.join(manifest)} ({len(calib)} calibration images)")
 
 

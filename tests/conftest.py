@@ -24,8 +24,10 @@ TINY_PARAMS = {
     "train": {"epochs": 2},
     "finetune": {"epochs": 1},
     "export": {"calib_per_class": 4},
-    "quantize": {"calib_per_class": 4},
-    "benchmark": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3, "max_seconds": 0.5, "compile": []},
+    # three formats keep every real dvc run short; each format has its own tests (QAT runs
+    # through dvc in test_repro_cache_and_metrics_diff)
+    "quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "fixed4"]},
+    "benchmark": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3, "max_seconds": 0.2, "compile": []},
 }
 
 
@@ -61,7 +63,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     """Copy the project's pipeline into ``dest``, with tiny params, as a fresh git + DVC repo."""
     for name in ("stages", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("params.yaml", "dvc.yaml", ".gitignore", "inputs/README.md"):
+    for name in ("params.yaml", "dvc.yaml", ".gitignore", "inputs/README.md", "sweeps/README.md"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, dest / name)
     set_params(dest, TINY_PARAMS | (params or {}))

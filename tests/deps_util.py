@@ -46,6 +46,22 @@ def sections_read(script: Path) -> set[str]:
     return {sec for sec, cls in SECTIONS.items() if cls.__name__ in names}
 
 
+def stage_script(cmd: str) -> Path:
+    """The stage script a dvc.yaml cmd runs (``... python stages/<name>.py [options]``)."""
+    return ROOT / next(part for part in cmd.split() if part.startswith("stages/") and part.endswith(".py"))
+
+
+def expected_params(cmd: str, params: dict) -> set[str]:
+    """Dotted params a stage must list: every key of each section its script reads, except that
+    ``prune.ratios`` (the sweep list) belongs to the merge stage alone (so adding a ratio re-runs
+    nothing else) and a stage given ``--ratio`` on its command line does not list ``prune.ratio``."""
+    script = stage_script(cmd)
+    if script.name == "sweep.py":
+        return {"prune.ratios"}
+    keys = {f"{sec}.{key}" for sec in sections_read(script) for key in params[sec]} - {"prune.ratios"}
+    return keys - {"prune.ratio"} if "--ratio" in cmd else keys
+
+
 if __name__ == "__main__":
     for script in sorted((ROOT / "stages").glob("*.py")):
         print(script.stem, sorted(module_closure(script)))

@@ -48,6 +48,30 @@ def test_imagenet_variants_take_torchvision_state_dicts(arch, reference):
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
 
 
+def test_resnet18_imagenet_computes_what_torchvision_computes():
+    """Functional ReLUs (for the PT2E quantizer) change nothing: same outputs for the same weights."""
+    torch.manual_seed(0)
+    theirs = tvm.resnet18(num_classes=10).eval()
+    ours = build_model("resnet18_imagenet", num_classes=10).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "resnet18", "mobilenet_v2", "vgg16_bn"])
+def test_cifar_architectures_take_the_x86_int8_quantizer(arch, tmp_path):
+    """int8_static (torchao PT2E, X86InductorQuantizer) builds for every CIFAR architecture."""
+    from cnn_compress.checkpoint import Checkpoint
+    from cnn_compress.quantization import quantize_all
+    from cnn_compress.runtimes import load_runner
+
+    model = build_model(arch, num_classes=10).eval()
+    ckpt = Checkpoint(model, arch, {"num_classes": 10}, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3, (3, 32, 32))
+    calib = torch.randn(4, 3, 32, 32)
+    quantize_all(ckpt, ("int8_static",), calib, tmp_path)
+    assert load_runner(tmp_path / "int8_static.pt2").predict(calib).shape == (4, 10)
+
+
 def test_input_size_resizes_inside_the_model():
     model = build_model("resnet18_imagenet", num_classes=10, input_size=64).eval()
     seen = []

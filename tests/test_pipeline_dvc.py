@@ -6,9 +6,8 @@ import re
 import pytest
 from conftest import dvc, git, make_project, set_params
 
-STAGES = ["prepare", "train", "prune", "finetune", "quantize", "export", "benchmark", "report"]
-VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat",
-            "fixed4", "onnx", "ort_int8"}
+STAGES = ["prepare", "train", "prune", "finetune", "quantize", "export", "benchmark", "report", "sweep"]
+VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "int8_static", "int8_qat", "fixed4", "onnx", "ort_int8"}
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -22,7 +21,8 @@ def md5(path) -> str:
 
 @pytest.mark.slow
 def test_repro_cache_and_metrics_diff(tmp_path):
-    repo = make_project(tmp_path)
+    repo = make_project(tmp_path, {"quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "int8_qat",
+                                                                                   "fixed4"]}})
 
     # 1. from scratch: every stage runs, every output exists, then nothing is stale
     out = dvc("repro", cwd=repo).stdout
@@ -105,7 +105,39 @@ def test_structured_iterative_prune_runs_through_every_stage(tmp_path):
     prune = json.loads((repo / "metrics/prune.json").read_text())
     assert prune["policy"] == "block-internal" and prune["macs_ratio"] < 0.8 and prune["sparsity"] == 0
     bench = json.loads((repo / "metrics/benchmark.json").read_text())["variants"]
-    assert set(bench) == VARIANTS
+    assert set(bench) == VARIANTS - {"int8_qat"}
     assert bench["finetuned"]["params"] < bench["baseline"]["params"]
     assert bench["ort_int8"]["macs"] == bench["finetuned"]["macs"] < bench["baseline"]["macs"]
     assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0
+
+
+@pytest.mark.slow
+def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(tmp_path):
+    """prune.ratios expands into one cached branch per ratio; the merge stage joins them."""
+    table = [{"upto": 0.5, "epochs": 1, "lr": 0.01}, {"upto": 0.9, "epochs": 2, "lr": 0.02}]
+    repo = make_project(tmp_path, {"prune": {"ratios": [0.6]}, "finetune": {"epochs": 1, "by_ratio": table},
+                                   "quantize": {"calib_per_class": 4, "formats": ["fp32", "fixed4"]},
+                                   "export": {"calib_per_class": 4, "formats": ["onnx"]}})
+    out = dvc("repro", cwd=repo).stdout
+    branch = ["sweep_prune", "sweep_finetune", "sweep_quantize", "sweep_export", "sweep_benchmark"]
+    assert {f"{s}@0.6" for s in branch} <= set(ran(out))
+    sweep = json.loads((repo / "metrics/sweep.json").read_text())
+    assert sweep["ratios"] == [0.6] and "0/baseline" in sweep["branches"]
+    assert sweep["branches"]["0.6/fp32"]["sparsity"] == pytest.approx(60, abs=0.5)
+    assert json.loads((repo / "sweeps/0.6/metrics/finetune.json").read_text())["lr"] == 0.02  # table row 2
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "one ratio", cwd=repo)
+
+    # adding a ratio runs exactly the new branch plus the merge stage
+    set_params(repo, {"prune": {"ratios": [0.3, 0.6]}})
+    assert sorted(ran(dvc("repro", cwd=repo).stdout)) == sorted([f"{s}@0.3" for s in branch] + ["sweep"])
+    sweep = json.loads((repo / "metrics/sweep.json").read_text())
+    assert sweep["ratios"] == [0.3, 0.6] and "0.3/fixed4" in sweep["branches"]
+    assert sweep["branches"]["0.3/pruned"]["sparsity"] == pytest.approx(30, abs=0.5)
+    assert json.loads((repo / "sweeps/0.3/metrics/finetune.json").read_text())["epochs"] == 1  # table row 1
+    assert (repo / "reports/sweep/accuracy_vs_ratio_and_size.png").stat().st_size > 10_000
+    summary = (repo / "reports/sweep/summary.md").read_text()
+    assert "| 0.3 | fixed4 |" in summary and "| 0 | baseline |" in summary
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert any("sweeps/0.3/metrics/benchmark.json" in json.dumps(v) for v in shown.values())

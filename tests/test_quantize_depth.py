@@ -230,3 +230,32 @@ def test_prune_after_quantize_rejects_unreachable_weights():
         check_prune_after(("fp16", "int8_dynamic"), PruneConfig(order="after_quantize"))
     with pytest.raises(ConfigError, match="prune.order: after_quantize prunes quantized weights one-shot"):
         PruneConfig(order="after_quantize", method="structured")
+
+
+def test_qat_and_fixed_fine_tuning_keep_pruned_weights_zero(tiny_checkpoint, tiny_dataset, tmp_path):
+    from cnn_compress.config import PruneConfig
+    from cnn_compress.pruning import global_sparsity, prune_model
+
+    pruned = tiny_checkpoint.derive(prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.6)), "prune", {})
+    calib = calibration_batch(tiny_dataset, 4)
+    tuned = fixed_point(pruned, 4, QuantizeConfig(fixed_epochs=1, fixed_lr=0.05), calib, tiny_dataset,
+                        FinetuneConfig(device="cpu"))
+    assert global_sparsity(tuned.model) >= 59.5
+    cfg = QuantizeConfig(formats=("int8_qat",), qat_lr=0.05)
+    quantize_all(pruned, ("int8_qat",), calib, tmp_path, QuantContext(cfg, calib, tiny_dataset, FinetuneConfig(device="cpu")))
+    codes = _int8_weight_codes(tmp_path / "int8_qat.pt2")
+    zeros = sum(int((c == 0).sum()) for c in codes) / sum(c.numel() for c in codes)
+    assert zeros >= 0.595  # the zeros survived QAT (and quantize to code 0)
+
+
+def test_int8_programs_carry_int8_weights_only(tiny_checkpoint, tiny_dataset, tmp_path):
+    """The converted program must not drag the float weights along (the file would outgrow FP32)."""
+    calib = calibration_batch(tiny_dataset, 2)
+    quantize_all(tiny_checkpoint, ("fp32", "int8_static"), calib, tmp_path)
+    program = torch.export.load(tmp_path / "int8_static.pt2")
+    floats = [k for k, v in program.state_dict.items() if v.is_floating_point() and v.dim() == 4]
+    assert not floats, floats[:3]  # no float conv weights left
+    stored = sum(v.numel() * v.element_size() for v in [*program.state_dict.values(), *program.constants.values()])
+    fp32 = sum(p.numel() * 4 for p in tiny_checkpoint.model.parameters())
+    assert stored < 0.5 * fp32  # INT8 weights plus per-channel scales and float biases
+    # (the file itself also holds the serialized graph, which outweighs a model this tiny)

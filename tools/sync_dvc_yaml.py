@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src")]
 
 import yaml  # noqa: E402
-from deps_util import module_closure, sections_read  # noqa: E402
+from deps_util import expected_params, module_closure, stage_script  # noqa: E402
 
 
 def main() -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    order = list(params)
     out, stage, block = [], None, None
     for line in (ROOT / "dvc.yaml").read_text().splitlines():
         if m := re.match(r"^  (\w+):\s*$", line):
@@ -25,13 +27,14 @@ def main() -> None:
         elif m := re.match(r"^    (\w+):\s*$", line):
             block = m.group(1)
             out.append(line)
-            script = ROOT / "stages" / f"{stage}.py"
+            cmd = stages[stage]["cmd"]
+            script = stage_script(cmd)
             if block == "deps":
-                out.append(f"      - stages/{stage}.py")
+                out.append(f"      - {script.relative_to(ROOT)}")
                 out += [f"      - {d}" for d in sorted(module_closure(script))]
             elif block == "params":
-                out += [f"      - {s}.{k}" for s in sorted(sections_read(script), key=list(params).index)
-                        for k in params[s]]
+                keys = expected_params(cmd, params)
+                out += [f"      - {s}.{k}" for s in order for k in params[s] if f"{s}.{k}" in keys]
             continue
         if block == "deps" and re.match(r"^      - (src/|stages/)", line):
             continue

@@ -137,12 +137,12 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-def collect_variants(models_dir: Path) -> list[tuple[str, Path, Path]]:
+def collect_variants(models_dir: Path, baseline: Path | None) -> list[tuple[str, Path, Path]]:
     """(variant name, artifact, the torch checkpoint its params and MACs come from)."""
     models_dir = Path(models_dir)
     finetuned = models_dir / "finetuned.pt"
-    variants = [(name, models_dir / f"{name}.pt", models_dir / f"{name}.pt")
-                for name in ("baseline", "pruned", "finetuned")]
+    variants = [("baseline", baseline, baseline)] if baseline is not None else []
+    variants += [(name, models_dir / f"{name}.pt", models_dir / f"{name}.pt") for name in ("pruned", "finetuned")]
     for sub in ("quantized", "exported"):
         manifest = models_dir / sub / "manifest.json"
         if manifest.is_file():
@@ -154,9 +154,11 @@ def collect_variants(models_dir: Path) -> list[tuple[str, Path, Path]]:
 
 
 def run_benchmark(
-    models_dir: Path, ds: Dataset, cfg: BenchmarkConfig, compressed_dir: Path | None = None
+    models_dir: Path, ds: Dataset, cfg: BenchmarkConfig, compressed_dir: Path | None = None,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmark every variant under ``models_dir``; the result is ``metrics/benchmark.json``.
+    """Benchmark every variant under ``models_dir`` (and ``baseline``); the result is
+    ``metrics/benchmark.json``.
 
     With ``compressed_dir``, each variant's weights are also written there in the compressed
     format (``compression.py``) and its true compressed size is reported.
@@ -165,7 +167,7 @@ def run_benchmark(
     stats_cache: dict[Path, dict[str, Any]] = {}
     rows: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    variants = collect_variants(models_dir)
+    variants = collect_variants(models_dir, baseline)
     unknown = set(cfg.compile) - {name for name, _, _ in variants}
     if unknown:
         raise ConfigError(f"benchmark.compile: no variant named {', '.join(sorted(unknown))} "

@@ -5,6 +5,7 @@ Unknown keys, wrong types and impossible values are rejected with one line namin
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -110,10 +111,35 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RatioRow:
+    """One row of ``finetune.by_ratio``: settings for models pruned at most ``upto``."""
+
+    SECTION: ClassVar[str] = "finetune.by_ratio[]"
+    upto: float = 1.0
+    epochs: int = 5
+    lr: float = 0.01
+
+
+@dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     SECTION: ClassVar[str] = "finetune"
     epochs: int = 5  # recovers most of the accuracy lost to 50% sparsity on digits
     lr: float = 0.01  # a tenth of training's: the weights are already good
+    by_ratio: tuple[RatioRow, ...] = ()  # harder pruning, longer fine-tuning: first row with ratio <= upto wins
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        uptos = [r.upto for r in self.by_ratio]
+        _require(uptos == sorted(uptos), "finetune.by_ratio", "rows must be sorted by upto")
+        for i, row in enumerate(self.by_ratio):
+            _require(0 <= row.upto <= 1, f"finetune.by_ratio[{i}].upto", f"must be in [0, 1], got {row.upto}")
+            _require(row.epochs >= 0, f"finetune.by_ratio[{i}].epochs", "must be >= 0")
+            _require(row.lr > 0, f"finetune.by_ratio[{i}].lr", "must be > 0")
+
+    def for_ratio(self, ratio: float) -> FinetuneConfig:
+        """These settings with epochs and lr from the first ``by_ratio`` row covering ``ratio``."""
+        row = next((r for r in self.by_ratio if ratio <= r.upto), None)
+        return self if row is None else dataclasses.replace(self, epochs=row.epochs, lr=row.lr)
 
 
 @dataclass(frozen=True)
@@ -130,9 +156,13 @@ class PruneConfig:
     steps: int = 1  # iterative: pruning steps (ratio * k / steps after step k)
     step_epochs: int = 0  # iterative: training epochs after each step (finetune.* hyperparameters)
     order: Literal["before_quantize", "after_quantize"] = "before_quantize"  # after: prune the quantized weights
+    ratios: tuple[float, ...] = ()  # sweep: one cached prune..benchmark branch per ratio under sweeps/<ratio>/
 
     def __post_init__(self) -> None:
         _require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
+        for i, r in enumerate(self.ratios):
+            _require(0 <= r < 1, f"prune.ratios[{i}]", f"must be in [0, 1), got {r}")
+        _require(len(set(self.ratios)) == len(self.ratios), "prune.ratios", "has duplicates")
         _require(self.round_to >= 1, "prune.round_to", f"must be >= 1, got {self.round_to}")
         _require(0 < self.max_layer_ratio < 1, "prune.max_layer_ratio", "must be in (0, 1)")
         _require(self.steps >= 1, "prune.steps", f"must be >= 1, got {self.steps}")
@@ -286,6 +316,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        _require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
+        fields = {f.name for f in dataclasses.fields(hint)}
+        for k in value:
+            _require(k in fields, f"{key}.{k}", f"unknown key{_suggest(str(k), fields)}")
+        nested = typing.get_type_hints(hint)
+        return hint(**{k: _coerce(v, nested[k], f"{key}.{k}") for k, v in value.items()})
     if hint is type(None):
         _require(value is None, key, f"must be null, got {value!r}")
         return None
@@ -309,6 +346,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """A resolved config as plain data, for self-describing checkpoints and metrics."""
     out = dataclasses.asdict(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def stage_args(ratio: bool = False, argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of a stage script.
+
+    ``--dir``: where this run's models/, metrics/ and plots/ live (``.`` for the main chain,
+    ``sweeps/<ratio>`` for a sweep branch); shared inputs (data/prepared, models/baseline.pt) stay
+    at the top. ``--ratio`` (prune only) overrides ``prune.ratio``: dvc.yaml's matrix passes each
+    entry of ``prune.ratios`` this way, so a branch does not depend on the list itself.
+    """
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", type=Path, default=Path("."))
+    if ratio:
+        parser.add_argument("--ratio", type=float, default=None)
+    return parser.parse_args(argv)
 
 
 __all__ = [

@@ -138,11 +138,22 @@ class ResizeInput(nn.Module):
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
 
 
+class UnsharedReluBlock(tvm.resnet.BasicBlock):
+    """torchvision's BasicBlock calling ReLU functionally: its one ``relu`` module is applied twice,
+    which gives the PT2E x86 quantizer a partition with two outputs, and it refuses the model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
 class TorchvisionResNet(tvm.ResNet):
     """torchvision's ResNet (same parameter names) with an optional input resize in front."""
 
     def __init__(self, layers: list[int], num_classes: int, cifar_stem: bool, input_size: int = 0) -> None:
-        super().__init__(tvm.resnet.BasicBlock, layers, num_classes=num_classes)
+        super().__init__(UnsharedReluBlock, layers, num_classes=num_classes)
         if cifar_stem:  # 3x3 stride-1 conv, no max-pool: keeps 32x32 resolution into layer1
             self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -150,7 +161,9 @@ class TorchvisionResNet(tvm.ResNet):
         self.resize = ResizeInput(input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.resize(x))
+        x = F.relu(self.bn1(self.conv1(self.resize(x))))  # functional ReLU, as in the blocks
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.maxpool(x)))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 @register_model("resnet18", head="fc")

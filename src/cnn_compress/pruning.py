@@ -178,6 +178,11 @@ def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step
     return model
 
 
+def pruned_ratio(history: list[dict[str, Any]]) -> float:
+    """The ratio the last prune step in a checkpoint's history used (0 if never pruned)."""
+    return next((float(h["config"].get("ratio", 0.0)) for h in reversed(history) if h.get("stage") == "prune"), 0.0)
+
+
 def sparsity_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Masks (1 = kept) of every prunable weight that has zeros, keyed by parameter name."""
     masks = {}

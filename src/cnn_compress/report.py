@@ -105,3 +105,52 @@ def summary_table(bench: dict[str, Any]) -> str:
     lines += ["", f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, "
               f"onnxruntime {m['onnxruntime']}, INT8 flags: {', '.join(m['int8_flags']) or 'none'}."]
     return "\n".join(lines) + "\n"
+
+
+SWEEP_FIELDS = ("top1", "top5", "sparsity", "params_nonzero", "macs", "size_bytes", "size_compressed_bytes",
+                "latency_ms_b1_median", "runtime")
+
+
+def sweep_rows(branches: dict[str, Path], main: Path | None) -> list[dict[str, Any]]:
+    """One row per (ratio, variant) from each branch's benchmark.json; ratio 0 is the main baseline."""
+    import json
+
+    rows = []
+    if main is not None and main.is_file():
+        base = json.loads(main.read_text())["variants"].get("baseline")
+        if base:
+            rows.append({"ratio": 0.0, "variant": "baseline"} | {k: base.get(k) for k in SWEEP_FIELDS})
+    for ratio, path in branches.items():
+        for name, v in json.loads(path.read_text())["variants"].items():
+            rows.append({"ratio": float(ratio), "variant": name} | {k: v.get(k) for k in SWEEP_FIELDS})
+    return rows
+
+
+def sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against pruning ratio and against true compressed size, one line per variant."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    base = next((r for r in rows if r["variant"] == "baseline"), None)
+    for name in dict.fromkeys(r["variant"] for r in rows if r["variant"] != "baseline"):
+        pts = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["ratio"])
+        ax1.plot([r["ratio"] for r in pts], [r["top1"] for r in pts], marker="o", label=name)
+        ax2.plot([r["size_compressed_bytes"] / 1024 for r in pts], [r["top1"] for r in pts], marker="o", label=name)
+    if base:
+        ax1.axhline(base["top1"], color="grey", ls="--", lw=1, label="baseline")
+        ax2.scatter([base["size_compressed_bytes"] / 1024], [base["top1"]], color="grey", marker="*", s=120)
+    ax1.set(xlabel="pruning ratio", ylabel="top-1 (%)", title="Accuracy vs pruning ratio")
+    ax2.set(xscale="log", xlabel="true compressed size (KiB, log)", ylabel="top-1 (%)", title="Accuracy vs size")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    _save(fig, path)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per ratio and variant, sorted by ratio."""
+    lines = ["| ratio | variant | top-1 % | sparsity % | MACs | size (KiB) | compressed (KiB) | lat b1 ms |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: r["ratio"]):
+        lines.append(f"| {r['ratio']:g} | {r['variant']} | {r['top1']:.2f} | {r['sparsity'] or 0:.1f} | {r['macs']} | "
+                     f"{r['size_bytes'] / 1024:.1f} | {(r['size_compressed_bytes'] or 0) / 1024:.1f} | "
+                     f"{r['latency_ms_b1_median']:.3f} |")
+    return "\n".join(lines) + "\n"
