@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from cnn_compress.config import BenchmarkConfig, PruneConfig, TrainConfig, parse_section, read_params
+from cnn_compress.config import (
+    BenchmarkConfig,
+    FinetuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+    TrainConfig,
+    parse_section,
+    read_params,
+    stage_args,
+)
 from cnn_compress.errors import ConfigError
 
 
@@ -34,6 +43,14 @@ def test_unknown_key_names_it_and_suggests():
         (TrainConfig, {"flip": "yes"}, r"train\.flip: must be true or false"),
         (BenchmarkConfig, {"batch_sizes": 4}, r"benchmark\.batch_sizes: must be a list"),
         (BenchmarkConfig, {"batch_sizes": [1, "x"]}, r"benchmark\.batch_sizes\[1\]: must be an integer"),
+        (PruneConfig, {"ratios": [0.3, 1.2]}, r"prune\.ratios\[1\]: must be in \[0, 1\), got 1\.2"),
+        (PruneConfig, {"ratios": [0.3, 0.3]}, r"prune\.ratios: has duplicates"),
+        (FinetuneConfig, {"by_ratio": [{"upto": 0.5, "epoch": 3}]},
+         r"finetune\.by_ratio\[0\]\.epoch: unknown key \(did you mean 'epochs'\?\)"),
+        (FinetuneConfig, {"by_ratio": [{"upto": 0.9}, {"upto": 0.5}]}, r"finetune\.by_ratio: rows must be sorted"),
+        (FinetuneConfig, {"by_ratio": [{"lr": "x"}]}, r"finetune\.by_ratio\[0\]\.lr: must be a number"),
+        (FinetuneConfig, {"by_ratio": [3]}, r"finetune\.by_ratio\[0\]: must be a mapping"),
+        (QuantizeConfig, {"fixed_granularity": "per_row"}, r"quantize\.fixed_granularity: must be one of"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(cls, raw, message):
@@ -57,3 +74,17 @@ def test_bad_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text("prune: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         read_params(tmp_path / "params.yaml")
+
+
+def test_fine_tune_table_picks_the_first_covering_row():
+    cfg = parse_section(FinetuneConfig, {"epochs": 5, "lr": 0.01, "by_ratio": [
+        {"upto": 0.5, "epochs": 3, "lr": 0.01}, {"upto": 0.9, "epochs": 8, "lr": 0.02}]})
+    assert (cfg.for_ratio(0.3).epochs, cfg.for_ratio(0.5).epochs) == (3, 3)
+    assert (cfg.for_ratio(0.7).epochs, cfg.for_ratio(0.7).lr) == (8, 0.02)
+    assert cfg.for_ratio(0.95) == cfg  # no row covers it: the section's own settings
+
+
+def test_stage_args_ratio_and_dir():
+    args = stage_args(ratio=True, argv=["--ratio", "0.3", "--dir", "sweeps/0.3"])
+    assert args.ratio == 0.3 and str(args.dir) == "sweeps/0.3"
+    assert str(stage_args(argv=[]).dir) == "."

@@ -42,6 +42,9 @@ def stage(project, name):
         ("prepare", {"data": {"name": "imagefolder", "source": "no.tar.gz"}}, "error: no.tar.gz: data.source not found"),
         ("prepare", {"data": {"mean": [0.5]}}, "error: data.mean: must list 3 channel values or none"),
         ("train", {"model": {"reset_head": True}}, "error: model.reset_head: needs model.pretrained"),
+        ("sweep", {"prune": {"ratios": [0.3]}}, "error: sweep: branch results missing (sweeps/0.3/metrics/benchmark.json)"),
+        ("prune", {"prune": {"order": "after_quantize", "method": "structured"}},
+         "error: prune.order: after_quantize prunes quantized weights one-shot"),
     ],
 )
 def test_bad_params_and_missing_inputs(project, name, params, message):
