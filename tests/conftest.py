@@ -22,10 +22,12 @@ TINY_PARAMS = {
     "data": {"max_per_class": 30},
     "model": {"arch": "resnet8", "width": 8},
     "train": {"epochs": 2},
-    "finetune": {"epochs": 1},
+    # the ratio-dependent table is on for every run: the main chain (0.5) takes row 1, a 0.6 branch row 2
+    "finetune": {"epochs": 1, "by_ratio": [{"upto": 0.5, "epochs": 1, "lr": 0.005},
+                                           {"upto": 0.9, "epochs": 2, "lr": 0.02}]},
     "export": {"calib_per_class": 4},
     # three formats keep every real dvc run short; each format has its own tests (QAT runs
-    # through dvc in test_repro_cache_and_metrics_diff)
+    # through dvc in test_structured_iterative_prune_runs_through_every_stage)
     "quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "fixed4"]},
     "benchmark": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3, "max_seconds": 0.2, "compile": []},
 }
@@ -72,6 +74,23 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     dvc("config", "core.analytics", "false", cwd=dest)
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "init", cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny project reproduced from scratch and committed, once per session, with the output of
+    that ``dvc repro``. Tests read it; a test that changes anything works on ``copy_project``."""
+    repo = make_project(tmp_path_factory.mktemp("reproduced"))
+    out = dvc("repro", cwd=repo).stdout
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "reproduced", cwd=repo)
+    return repo, out
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy with its git history, DVC cache and run-cache: what a clone + ``dvc pull`` gives."""
+    shutil.copytree(src, dest, symlinks=True)
     return dest
 
 

@@ -28,6 +28,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+PER_CHANNEL_4BIT = (np.random.default_rng(6).integers(-7, 8, (64, 32, 3, 3))
+                    * np.random.default_rng(7).random((64, 1, 1, 1))).astype(np.float32)
+
+
 @pytest.mark.parametrize(
     "array",
     [
@@ -38,8 +42,11 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
         np.random.default_rng(4).standard_normal((10, 10)).astype(np.float16),
         np.zeros((5, 5), dtype=np.float32), np.zeros((0,), dtype=np.float32), np.array(3.5, dtype=np.float32),
         np.arange(100000, dtype=np.int64) * 1000,  # wide gaps: multi-byte varints
+        PER_CHANNEL_4BIT,  # 15 values per channel, 960 per tensor: one codebook per channel
+        np.where(np.random.default_rng(5).random((64, 32, 3, 3)) < 0.7, 0, PER_CHANNEL_4BIT),  # sparse, per channel
     ],
-    ids=["sparse-fp32", "int8", "codebook", "fp16", "all-zero", "empty", "scalar", "int64"],
+    ids=["sparse-fp32", "int8", "codebook", "fp16", "all-zero", "empty", "scalar", "int64", "per-channel",
+         "sparse-per-channel"],
 )
 def test_tensor_codec_is_bit_exact(array):
     meta, streams = encode_tensor(array)
@@ -51,11 +58,16 @@ def test_sparse_and_shared_values_shrink(tmp_path):
     dense = rng.standard_normal(100_000).astype(np.float32)
     sparse = np.where(rng.random(100_000) < 0.9, 0, dense).astype(np.float32)
     shared = rng.choice(rng.standard_normal(16).astype(np.float32), 100_000)
+    per_channel = PER_CHANNEL_4BIT
     sizes = {k: compress_tensors({"w": v}, tmp_path / f"{k}.ccz") for k, v in
-             {"dense": dense, "sparse": sparse, "shared": shared}.items()}
+             {"dense": dense, "sparse": sparse, "shared": shared, "per_channel": per_channel}.items()}
     assert sizes["dense"] > 0.8 * dense.nbytes  # random floats do not compress
     assert sizes["sparse"] < 0.2 * dense.nbytes  # 10% of the values plus ~1 byte per index
     assert sizes["shared"] < 0.15 * dense.nbytes  # 4-bit worth of codes, entropy-coded
+    # per-channel 4-bit grids: 4-bit codes plus 64 codebooks of 15 floats (~1.7 bits per weight here)
+    # stay under 6 bits per weight; byte planes take ~13
+    assert sizes["per_channel"] < per_channel.size * 6 / 8
+    assert encode_tensor(per_channel)[0]["row_codebooks"] == 64 * 15
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):

@@ -4,10 +4,10 @@ import json
 import re
 
 import pytest
-from conftest import dvc, git, make_project, set_params
+from conftest import copy_project, dvc, git, make_project, set_params
 
 STAGES = ["prepare", "train", "prune", "finetune", "quantize", "export", "benchmark", "report", "sweep"]
-VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "int8_static", "int8_qat", "fixed4", "onnx", "ort_int8"}
+VARIANTS = {"baseline", "pruned", "finetuned", "fp32", "int8_static", "fixed4", "onnx", "ort_int8"}
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -20,12 +20,8 @@ def md5(path) -> str:
 
 
 @pytest.mark.slow
-def test_repro_cache_and_metrics_diff(tmp_path):
-    repo = make_project(tmp_path, {"quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "int8_qat",
-                                                                                   "fixed4"]}})
-
-    # 1. from scratch: every stage runs, every output exists, then nothing is stale
-    out = dvc("repro", cwd=repo).stdout
+def test_repro_from_scratch_runs_every_stage_and_writes_every_output(reproduced):
+    repo, out = reproduced
     assert ran(out) == STAGES
     bench = json.loads((repo / "metrics/benchmark.json").read_text())
     assert set(bench["variants"]) == VARIANTS
@@ -40,23 +36,28 @@ def test_repro_cache_and_metrics_diff(tmp_path):
     assert "| ort_int8 |" in (repo / "reports/summary.md").read_text()
     assert sorted(p.name for p in (repo / "models/compressed").iterdir()) == sorted(f"{v}.ccz" for v in VARIANTS)
     assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0
+    assert json.loads((repo / "metrics/finetune.json").read_text())["lr"] == 0.005  # by_ratio row 1 (0.5)
     assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+
+
+@pytest.mark.slow
+def test_ratio_change_reruns_from_prune_and_metrics_diff(reproduced, tmp_path):
+    repo = copy_project(reproduced[0], tmp_path / "repo")
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout  # a copy (like a clone + pull) is up to date
     pruned_at_05 = md5(repo / "models/pruned.pt")
 
-    # 4. retraining with the same seed writes the same bytes: nothing downstream becomes stale
+    # retraining with the same seed writes the same bytes: nothing downstream becomes stale
     baseline = md5(repo / "models/baseline.pt")
     assert ran(dvc("repro", "-f", "-s", "train", cwd=repo).stdout) == ["train"]
     assert md5(repo / "models/baseline.pt") == baseline
     assert UP_TO_DATE in dvc("status", cwd=repo).stdout
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "ratio 0.5", cwd=repo)
 
-    # 2. a ratio change re-runs prune and only what follows it
+    # a ratio change re-runs prune and only what follows it
     set_params(repo, {"prune": {"ratio": 0.8}})
     assert ran(dvc("repro", cwd=repo).stdout) == STAGES[2:]
     assert json.loads((repo / "metrics/prune.json").read_text())["sparsity"] == pytest.approx(80, abs=0.5)
 
-    # 5. after committing, metrics diff shows the changed sparsity, accuracy and compressed size
+    # after committing, metrics diff shows the changed sparsity, accuracy and compressed size
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "ratio 0.8", cwd=repo)
     diff = json.loads(dvc("metrics", "diff", "HEAD~1", "--json", cwd=repo).stdout)
@@ -68,7 +69,7 @@ def test_repro_cache_and_metrics_diff(tmp_path):
     true_size = diff["metrics/benchmark.json"]["variants.ort_int8.size_compressed_bytes"]
     assert true_size["new"] < true_size["old"]  # sparse + entropy-coded INT8: the Deep Compression size
 
-    # 3. changing it back restores the earlier outputs from the run-cache, without running prune
+    # changing it back restores the earlier outputs from the run-cache, without running prune
     set_params(repo, {"prune": {"ratio": 0.5}})
     out = dvc("repro", cwd=repo).stdout
     assert "Stage 'prune' is cached - skipping run, checking out outputs" in out
@@ -78,9 +79,8 @@ def test_repro_cache_and_metrics_diff(tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_stage_exits_2_and_keeps_outputs(tmp_path):
-    repo = make_project(tmp_path)
-    dvc("repro", "prune", cwd=repo)
+def test_failed_stage_exits_2_and_keeps_outputs(reproduced, tmp_path):
+    repo = copy_project(reproduced[0], tmp_path / "repo")
     before = md5(repo / "models/pruned.pt")
     set_params(repo, {"prune": {"ratio": 1.5}})
     proc = dvc("repro", "prune", cwd=repo, check=False)
@@ -100,31 +100,32 @@ def test_failed_stage_exits_2_and_keeps_outputs(tmp_path):
 def test_structured_iterative_prune_runs_through_every_stage(tmp_path):
     """Channel-pruned models (new shapes) fine-tune, quantize, export and benchmark like any other."""
     repo = make_project(tmp_path, {"prune": {"method": "structured", "ratio": 0.5, "schedule": "iterative",
-                                             "steps": 2, "step_epochs": 1}})
+                                             "steps": 2, "step_epochs": 1},
+                                   "quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "int8_qat",
+                                                                                  "fixed4"]}})
     assert ran(dvc("repro", cwd=repo).stdout) == STAGES
     prune = json.loads((repo / "metrics/prune.json").read_text())
     assert prune["policy"] == "block-internal" and prune["macs_ratio"] < 0.8 and prune["sparsity"] == 0
     bench = json.loads((repo / "metrics/benchmark.json").read_text())["variants"]
-    assert set(bench) == VARIANTS - {"int8_qat"}
+    assert set(bench) == VARIANTS | {"int8_qat"}  # QAT through dvc, on a channel-pruned model
     assert bench["finetuned"]["params"] < bench["baseline"]["params"]
     assert bench["ort_int8"]["macs"] == bench["finetuned"]["macs"] < bench["baseline"]["macs"]
     assert json.loads((repo / "metrics/export.json").read_text())["onnx"]["top1_agreement"] == 100.0
 
 
 @pytest.mark.slow
-def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(tmp_path):
+def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(reproduced, tmp_path):
     """prune.ratios expands into one cached branch per ratio; the merge stage joins them."""
-    table = [{"upto": 0.5, "epochs": 1, "lr": 0.01}, {"upto": 0.9, "epochs": 2, "lr": 0.02}]
-    repo = make_project(tmp_path, {"prune": {"ratios": [0.6]}, "finetune": {"epochs": 1, "by_ratio": table},
-                                   "quantize": {"calib_per_class": 4, "formats": ["fp32", "fixed4"]},
-                                   "export": {"calib_per_class": 4, "formats": ["onnx"]}})
-    out = dvc("repro", cwd=repo).stdout
+    repo = copy_project(reproduced[0], tmp_path / "repo")
+    set_params(repo, {"prune": {"ratios": [0.6]}})
     branch = ["sweep_prune", "sweep_finetune", "sweep_quantize", "sweep_export", "sweep_benchmark"]
-    assert {f"{s}@0.6" for s in branch} <= set(ran(out))
+    # the main chain is untouched: only the new branch and the merge stage run
+    assert sorted(ran(dvc("repro", cwd=repo).stdout)) == sorted([f"{s}@0.6" for s in branch] + ["sweep"])
     sweep = json.loads((repo / "metrics/sweep.json").read_text())
     assert sweep["ratios"] == [0.6] and "0/baseline" in sweep["branches"]
     assert sweep["branches"]["0.6/fp32"]["sparsity"] == pytest.approx(60, abs=0.5)
-    assert json.loads((repo / "sweeps/0.6/metrics/finetune.json").read_text())["lr"] == 0.02  # table row 2
+    tuned = json.loads((repo / "sweeps/0.6/metrics/finetune.json").read_text())
+    assert (tuned["epochs"], tuned["lr"]) == (2, 0.02)  # table row 2
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "one ratio", cwd=repo)
 
@@ -134,7 +135,8 @@ def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(tmp_path):
     sweep = json.loads((repo / "metrics/sweep.json").read_text())
     assert sweep["ratios"] == [0.3, 0.6] and "0.3/fixed4" in sweep["branches"]
     assert sweep["branches"]["0.3/pruned"]["sparsity"] == pytest.approx(30, abs=0.5)
-    assert json.loads((repo / "sweeps/0.3/metrics/finetune.json").read_text())["epochs"] == 1  # table row 1
+    tuned = json.loads((repo / "sweeps/0.3/metrics/finetune.json").read_text())
+    assert (tuned["epochs"], tuned["lr"]) == (1, 0.005)  # table row 1
     assert (repo / "reports/sweep/accuracy_vs_ratio_and_size.png").stat().st_size > 10_000
     summary = (repo / "reports/sweep/summary.md").read_text()
     assert "| 0.3 | fixed4 |" in summary and "| 0 | baseline |" in summary

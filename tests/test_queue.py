@@ -5,7 +5,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, dvc, git, make_project, run
+from conftest import ROOT, copy_project, dvc, run
 
 
 def _find(node, key):
@@ -21,11 +21,8 @@ def _find(node, key):
 
 
 @pytest.mark.slow
-def test_queued_ratio_sweep_runs_two_workers_and_exp_show_lists_metrics(tmp_path):
-    repo = make_project(tmp_path)
-    dvc("repro", cwd=repo)
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "baseline", cwd=repo)
+def test_queued_ratio_sweep_runs_two_workers_and_exp_show_lists_metrics(reproduced, tmp_path):
+    repo = copy_project(reproduced[0], tmp_path / "repo")  # reproduced and committed at ratio 0.5
     for ratio in (0.6, 0.7):
         dvc("exp", "run", "--queue", "-S", f"prune.ratio={ratio}", cwd=repo)
     dvc("queue", "start", "-j", "2", cwd=repo)

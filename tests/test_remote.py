@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, dvc, git, make_project, run, set_params
+from conftest import ROOT, copy_project, dvc, git, run, set_params
 
 UP_TO_DATE = "Data and pipelines are up to date."
 OUTPUTS = ("data/prepared", "models", "reports/figures", "metrics", "plots")
@@ -25,13 +25,9 @@ def digests(repo: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """One tiny project, reproduced and committed; each test clones it."""
-    repo = make_project(tmp_path_factory.mktemp("origin"))
-    dvc("repro", cwd=repo)
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "reproduced", cwd=repo)
-    return repo
+def pipeline(reproduced, tmp_path_factory):
+    """The session's reproduced tiny project, copied as this module's origin; each test clones it."""
+    return copy_project(reproduced[0], tmp_path_factory.mktemp("origin") / "repo")
 
 
 def share(origin: Path, url: str, *config: tuple[str, str]) -> None:

@@ -1,4 +1,10 @@
-"""Bad input to a stage script: exit code 2, one line naming the problem, outputs untouched."""
+"""Bad input to a stage script: exit code 2, one line naming the problem, outputs untouched.
+
+The parameter cases run each script in this process (``runpy``, as ``__main__``): the same code
+path as a real run without paying a torch import per case. The checkpoint cases, and
+test_failed_stage_exits_2_and_keeps_outputs through ``dvc repro``, run real processes.
+"""
+import runpy
 import shutil
 import subprocess
 import sys
@@ -21,6 +27,16 @@ def project(tmp_path, tiny_checkpoint):
 def stage(project, name):
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, f"stages/{name}.py"], cwd=project, env=env, capture_output=True, text=True)
+
+
+def stage_in_process(project, name, monkeypatch, capsys) -> tuple[object, str]:
+    """(exit code, stderr) of ``python stages/<name>.py`` run here; any other exception fails the test."""
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(f"stages/{name}.py", run_name="__main__")
+    return exc.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -47,12 +63,12 @@ def stage(project, name):
          "error: prune.order: after_quantize prunes quantized weights one-shot"),
     ],
 )
-def test_bad_params_and_missing_inputs(project, name, params, message):
+def test_bad_params_and_missing_inputs(project, name, params, message, monkeypatch, capsys):
     set_params(project, params)
-    proc = stage(project, name)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(message)
-    assert "Traceback" not in proc.stderr
+    code, err = stage_in_process(project, name, monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in err
     assert (project / "models/pruned.pt").read_bytes() == b"earlier output"
 
 

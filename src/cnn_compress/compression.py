@@ -5,7 +5,9 @@ stored as
   * a sparse stream when that is smaller than the dense one: the gaps between nonzero positions
     (relative indices, varint bytes), then only the nonzero values;
   * values as codes into a codebook when the tensor holds at most 256 distinct values (weight
-    sharing; every INT8 or N-bit tensor qualifies), else as raw values split into byte planes;
+    sharing; every INT8 or per-tensor N-bit tensor qualifies), else into one codebook per output
+    channel when each channel holds at most 256 (per-channel N-bit grids: 2^N values per channel,
+    thousands per tensor), else as raw values split into byte planes;
   * each stream entropy-coded with LZMA (LZ77 + a range coder, the job Huffman does in the paper).
 Decoding gives back bit-identical tensors, so the model's outputs are identical too (tested).
 The container is ``CCZ1`` + a JSON header + the streams; its size is ``size_compressed_bytes``.
@@ -72,15 +74,50 @@ def _byte_planes(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values.view(np.uint8).reshape(-1, width).T).tobytes()
 
 
-def _encode_values(values: np.ndarray, meta: dict) -> list[bytes]:
-    """Codes into a codebook when there are at most 256 distinct values, else byte planes."""
+def _encode_values(values: np.ndarray, meta: dict, rows: np.ndarray | None = None) -> list[bytes]:
+    """Codes into one codebook (at most 256 distinct values), else into per-row codebooks (``rows``:
+    each value's output channel), else byte planes."""
     width = values.dtype.itemsize
     uniques = np.unique(values.view(f"u{width}")) if values.size else values
     if 0 < len(uniques) <= 256 and width > 1:
         meta["codebook"] = len(uniques)
         codes = np.searchsorted(uniques, values.view(f"u{width}")).astype(np.uint8)
         return [_pack(uniques.view(values.dtype).tobytes()), _pack(codes.tobytes())]
+    if rows is not None and width > 1:
+        shared = _row_codebooks(values.view(f"u{width}"), rows)
+        if shared is not None:
+            counts, books, codes = shared
+            meta["row_codebooks"] = int(counts.sum())
+            return [_pack(counts.astype(np.uint16).tobytes()), _pack(books.view(values.dtype).tobytes()),
+                    _pack(codes.tobytes())]
     return [_pack(_byte_planes(values))]
+
+
+def _row_codebooks(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-row distinct values and each value's uint8 code into its row's; None when a row has
+    over 256 values or when the rows share too little (fewer than 2 values per codebook entry)."""
+    n_rows = int(rows.max()) + 1
+    order = np.lexsort((keys, rows))
+    k, r = keys[order], rows[order]
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (r[1:] != r[:-1])
+    if 2 * int(new.sum()) > len(k):
+        return None
+    entry = np.cumsum(new) - 1  # index of each sorted value's (row, value) pair
+    counts = np.bincount(r[new], minlength=n_rows)
+    if counts.max() > 256:
+        return None
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    codes = np.empty(len(k), dtype=np.uint8)
+    codes[order] = entry - first[r]
+    return counts, k[new], codes
+
+
+def _rows(shape: tuple[int, ...], positions: np.ndarray) -> np.ndarray | None:
+    """The output channel (first axis) of each flat position; None for vectors and scalars."""
+    if len(shape) < 2 or shape[0] < 2:
+        return None
+    return positions // int(np.prod(shape[1:]))
 
 
 def encode_tensor(array: np.ndarray) -> tuple[dict, list[bytes]]:
@@ -88,13 +125,16 @@ def encode_tensor(array: np.ndarray) -> tuple[dict, list[bytes]]:
     flat = np.ascontiguousarray(array).reshape(-1)
     base: dict = {"dtype": flat.dtype.str, "shape": list(array.shape)}
     dense_meta = dict(base)
-    best = (dense_meta, _encode_values(flat, dense_meta))
+    shape = tuple(array.shape)
+    dense_rows = _rows(shape, np.arange(flat.size)) if flat.size else None
+    best = (dense_meta, _encode_values(flat, dense_meta, dense_rows))
     if flat.size:
         nonzero = np.flatnonzero(flat.view(np.uint8).reshape(len(flat), -1).any(axis=1))  # -0.0 stays a value
         if len(nonzero) < flat.size:
             sparse_meta = base | {"nnz": int(len(nonzero))}
             gaps = np.diff(nonzero, prepend=-1) - 1
-            streams = [_pack(_varints(gaps))] + _encode_values(flat[nonzero], sparse_meta)
+            rows = _rows(shape, nonzero) if len(nonzero) else None
+            streams = [_pack(_varints(gaps))] + _encode_values(flat[nonzero], sparse_meta, rows)
             if sum(map(len, streams)) < sum(map(len, best[1])):
                 best = (sparse_meta, streams)
     return best
@@ -112,6 +152,14 @@ def decode_tensor(meta: dict, streams: list[bytes]) -> np.ndarray:
     if "codebook" in meta:
         codebook = np.frombuffer(lzma.decompress(next(it)), dtype=dtype)
         values = codebook[np.frombuffer(lzma.decompress(next(it)), dtype=np.uint8)]
+    elif "row_codebooks" in meta:
+        counts = np.frombuffer(lzma.decompress(next(it)), dtype=np.uint16).astype(np.int64)
+        books = np.frombuffer(lzma.decompress(next(it)), dtype=dtype)
+        codes = np.frombuffer(lzma.decompress(next(it)), dtype=np.uint8).astype(np.int64)
+        rows = _rows(shape, positions if positions is not None else np.arange(size))
+        if rows is None or len(books) != counts.sum() or len(codes) != count:
+            raise CheckpointError("compressed file: codebook stream is damaged")
+        values = books[np.concatenate([[0], np.cumsum(counts)[:-1]])[rows] + codes]
     else:
         planes = np.frombuffer(lzma.decompress(next(it)), dtype=np.uint8).reshape(dtype.itemsize, count)
         values = np.ascontiguousarray(planes.T).view(dtype).reshape(-1)

@@ -118,8 +118,9 @@ def _imagefolder(cfg: DataConfig) -> RawDataset:
 
 
 def _from_source(src: sources.SplitImages, cfg: DataConfig) -> RawDataset:
-    """A source with its own train/test split: keep the test split as the one we report on."""
-    if src.images.shape[-1] != cfg.image_size and cfg.name != "imagefolder":
+    """A source with its own train/test split: keep the test split as the one we report on, at
+    ``data.image_size`` (image folders arrive at that size already, or were refused)."""
+    if src.images.shape[-1] != cfg.image_size:
         x = F.interpolate(src.images.float(), size=(cfg.image_size, cfg.image_size), mode="bilinear",
                           align_corners=False, antialias=True)
         images = x.round().clamp(0, 255).to(torch.uint8)
