@@ -94,7 +94,7 @@ def fixed_table(ckpt: Checkpoint, ds: Dataset, calib: torch.Tensor, ft: Finetune
 def int8_table(ckpt: Checkpoint, ds: Dataset, calib: torch.Tensor, ft: FinetuneConfig, threads: int, tmp: Path) -> None:
     out = tmp / "artifacts"
     save_checkpoint(out / "fp32.pt", ckpt)
-    formats = ("fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat", "fixed8")
+    formats = ("fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat", "fixed8", "fixed4")
     manifest = quantize_all(ckpt, formats, calib, out, QuantContext(QuantizeConfig(formats=formats), calib, ds, ft))
     files = {"fp32": "fp32.pt"} | {k: v["file"] for k, v in manifest.items()}
     files |= {f"{k} (onnxruntime)": v for k, v in export_all(ckpt, calib, out, ExportConfig(formats=("onnx", "ort_int8"))).items()}

@@ -10,11 +10,12 @@ from cnn_compress.errors import cli
 
 @cli
 def main() -> None:
-    root = stage_args().dir
-    cfg = load_section(BenchmarkConfig)
+    args = stage_args()
+    root, cfg = args.dir, load_section(BenchmarkConfig)
     ds = load_dataset("data/prepared")
-    baseline = Path("models/baseline.pt") if root == Path(".") else None  # a sweep branch shares it
-    result = run_benchmark(root / "models", ds, cfg, compressed_dir=root / "models/compressed", baseline=baseline)
+    baseline = None if args.branch else Path("models/baseline.pt")  # a sweep branch shares the main one
+    result = run_benchmark(root / "models", ds, cfg, compressed_dir=root / "models/compressed", baseline=baseline,
+                           branch=args.branch)
     atomic.write_json(root / "metrics/benchmark.json", result)
     atomic.write_csv(root / "plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
     for name, v in result["variants"].items():

@@ -4,7 +4,15 @@ With ``prune.order: after_quantize`` each artifact's quantized weights are prune
 stage then passes the baseline through unchanged).
 """
 from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import FinetuneConfig, PruneConfig, QuantizeConfig, load_section, read_params, stage_args
+from cnn_compress.config import (
+    FinetuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+    branch_formats,
+    load_section,
+    read_params,
+    stage_args,
+)
 from cnn_compress.data import calibration_batch, load_dataset
 from cnn_compress.errors import cli
 from cnn_compress.quantization import QuantContext, check_formats, check_prune_after, quantize_all
@@ -13,10 +21,11 @@ from cnn_compress.training import setup_torch
 
 @cli
 def main() -> None:
-    out, params = stage_args().dir, read_params()
-    cfg, finetune = load_section(QuantizeConfig, params), load_section(FinetuneConfig, params)
-    prune = load_section(PruneConfig, params)
-    check_formats(cfg.formats)
+    args, params = stage_args(), read_params()
+    out = args.dir
+    cfg, key = branch_formats(load_section(QuantizeConfig, params), args.branch)
+    finetune, prune = load_section(FinetuneConfig, params), load_section(PruneConfig, params)
+    check_formats(cfg.formats, key)
     check_prune_after(cfg.formats, prune)
     ds = load_dataset("data/prepared")
     ckpt = load_checkpoint(out / "models/finetuned.pt")

@@ -54,11 +54,14 @@ def stage_script(cmd: str) -> Path:
 def expected_params(cmd: str, params: dict) -> set[str]:
     """Dotted params a stage must list: every key of each section its script reads, except that
     ``prune.ratios`` (the sweep list) belongs to the merge stage alone (so adding a ratio re-runs
-    nothing else) and a stage given ``--ratio`` on its command line does not list ``prune.ratio``."""
+    nothing else), a stage given ``--ratio`` on its command line does not list ``prune.ratio``, and
+    only sweep branches (``--dir``) list the ``*.sweep_formats`` keys they alone read."""
     script = stage_script(cmd)
     if script.name == "sweep.py":
         return {"prune.ratios"}
     keys = {f"{sec}.{key}" for sec in sections_read(script) for key in params[sec]} - {"prune.ratios"}
+    if "--dir" not in cmd:
+        keys = {k for k in keys if not k.endswith(".sweep_formats")}
     return keys - {"prune.ratio"} if "--ratio" in cmd else keys
 
 

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import re
+import statistics
 
 import pytest
 from conftest import copy_project, dvc, git, make_project, set_params
@@ -69,6 +70,17 @@ def test_ratio_change_reruns_from_prune_and_metrics_diff(reproduced, tmp_path):
     true_size = diff["metrics/benchmark.json"]["variants.ort_int8.size_compressed_bytes"]
     assert true_size["new"] < true_size["old"]  # sparse + entropy-coded INT8: the Deep Compression size
 
+    # plots diff overlays both commits' per-layer sparsity, as JSON and as the HTML page users open
+    plots = json.loads(dvc("plots", "diff", "HEAD~1", "--json", "--targets", "Per-layer sparsity", cwd=repo).stdout)
+    by_rev: dict[str, list[float]] = {}
+    for row in plots["data"]["Per-layer sparsity"][0]["content"]["data"]["values"]:
+        by_rev.setdefault(row["rev"], []).append(float(row["sparsity"]))
+    assert set(by_rev) == {"workspace", "HEAD~1"} and len(by_rev["HEAD~1"]) == len(by_rev["workspace"]) > 3
+    assert statistics.mean(by_rev["workspace"]) > statistics.mean(by_rev["HEAD~1"]) + 10
+    dvc("plots", "diff", "HEAD~1", "-o", "plots_html", cwd=repo)
+    page = (repo / "plots_html/index.html").read_text()
+    assert "Per-layer sparsity" in page and "accuracy_vs_size.png" in page
+
     # changing it back restores the earlier outputs from the run-cache, without running prune
     set_params(repo, {"prune": {"ratio": 0.5}})
     out = dvc("repro", cwd=repo).stdout
@@ -117,7 +129,9 @@ def test_structured_iterative_prune_runs_through_every_stage(tmp_path):
 def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(reproduced, tmp_path):
     """prune.ratios expands into one cached branch per ratio; the merge stage joins them."""
     repo = copy_project(reproduced[0], tmp_path / "repo")
-    set_params(repo, {"prune": {"ratios": [0.6]}})
+    # branches build two of the main chain's three quantize formats and export nothing
+    set_params(repo, {"prune": {"ratios": [0.6]}, "quantize": {"sweep_formats": ["fp32", "fixed4"]},
+                      "export": {"sweep_formats": []}})
     branch = ["sweep_prune", "sweep_finetune", "sweep_quantize", "sweep_export", "sweep_benchmark"]
     # the main chain is untouched: only the new branch and the merge stage run
     assert sorted(ran(dvc("repro", cwd=repo).stdout)) == sorted([f"{s}@0.6" for s in branch] + ["sweep"])
@@ -126,6 +140,9 @@ def test_ratio_sweep_branches_adding_a_ratio_runs_only_its_branch(reproduced, tm
     assert sweep["branches"]["0.6/fp32"]["sparsity"] == pytest.approx(60, abs=0.5)
     tuned = json.loads((repo / "sweeps/0.6/metrics/finetune.json").read_text())
     assert (tuned["epochs"], tuned["lr"]) == (2, 0.02)  # table row 2
+    branch_rows = json.loads((repo / "sweeps/0.6/metrics/benchmark.json").read_text())["variants"]
+    assert set(branch_rows) == {"pruned", "finetuned", "fp32", "fixed4"}
+    assert "int8_static" in json.loads((repo / "metrics/benchmark.json").read_text())["variants"]
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "one ratio", cwd=repo)
 

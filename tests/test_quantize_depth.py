@@ -181,6 +181,9 @@ def test_compiled_runner_matches_eager_with_padding(tiny_checkpoint, tiny_datase
     assert torch.allclose(runner.predict(x), tiny_checkpoint.model.eval()(x), atol=1e-4)  # 20 -> 8 + 8 + 4 padded
     with pytest.raises(ConfigError, match="benchmark.compile: no variant named int9"):
         run_benchmark(tmp_path, tiny_dataset, BenchmarkConfig(compile=("int9",)))
+    # a sweep branch may build fewer formats (quantize.sweep_formats): a compile name it lacks is skipped
+    quick = BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=2, max_seconds=0.1, compile=("int9",))
+    assert "int9+compile" not in run_benchmark(tmp_path, tiny_dataset, quick, branch=True)["variants"]
 
 
 def _int8_weight_codes(path):

@@ -30,9 +30,11 @@ def stage(project, name):
 
 
 def stage_in_process(project, name, monkeypatch, capsys) -> tuple[object, str]:
-    """(exit code, stderr) of ``python stages/<name>.py`` run here; any other exception fails the test."""
+    """(exit code, stderr) of ``python stages/<name>.py [options]`` run here; any other exception
+    fails the test. ``name`` may carry options: ``"quantize --dir sweeps/0.3"``."""
     monkeypatch.chdir(project)
-    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py"])
+    name, *options = name.split()
+    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", *options])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         runpy.run_path(f"stages/{name}.py", run_name="__main__")
@@ -51,6 +53,12 @@ def stage_in_process(project, name, monkeypatch, capsys) -> tuple[object, str]:
         ("quantize", {"quantize": {"fixed_scheme": "signed"}},
          "error: quantize.fixed_scheme: must be one of symmetric, asymmetric, got 'signed'"),
         ("quantize", {"quantize": {"qat_epochs": 0}}, "error: quantize.qat_epochs: must be >= 1, got 0"),
+        ("quantize --dir sweeps/0.3", {"quantize": {"sweep_formats": ["int3"]}},
+         "error: quantize.sweep_formats: unknown format 'int3'"),
+        ("quantize", {"quantize": {"sweep_formats": []}},
+         "error: quantize.sweep_formats: must name at least one format, or be null"),
+        ("export --dir sweeps/0.3", {"export": {"sweep_formats": ["tflite"]}},
+         "error: export.sweep_formats: unknown format 'tflite'"),
         ("export", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
         ("prepare", {"data": {"name": "imagenet"}}, "error: data.name: unknown data set 'imagenet'"),
         ("train", {}, "error: data/prepared: prepared data set not found"),

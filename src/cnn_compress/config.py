@@ -174,6 +174,12 @@ class PruneConfig:
                  "schedule oneshot")
 
 
+def _check_sweep_formats(formats: tuple[str, ...] | None, key: str, allow_empty: bool = False) -> None:
+    if formats is not None:
+        _require(allow_empty or len(formats) > 0, key, "must name at least one format, or be null")
+        _require(len(set(formats)) == len(formats), key, "has duplicates")
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     SECTION: ClassVar[str] = "quantize"
@@ -189,10 +195,12 @@ class QuantizeConfig:
     fixed_skip: tuple[str, ...] = ()  # fixed<N>: module names left in float, e.g. [conv1, linear]
     fixed_epochs: int = 0  # fixed<N>: fine-tuning epochs with the quantizers in place (straight-through)
     fixed_lr: float = 0.001
+    sweep_formats: tuple[str, ...] | None = None  # sweep branches build these instead (null = formats): trims wide sweeps
 
     def __post_init__(self) -> None:
         _require(len(self.formats) > 0, "quantize.formats", "must name at least one format")
         _require(len(set(self.formats)) == len(self.formats), "quantize.formats", "has duplicates")
+        _check_sweep_formats(self.sweep_formats, "quantize.sweep_formats")
         _require(self.calib_per_class >= 1, "quantize.calib_per_class", "must be >= 1")
         _require(self.qat_epochs >= 1, "quantize.qat_epochs", f"must be >= 1, got {self.qat_epochs}")
         _require(self.qat_lr > 0, "quantize.qat_lr", f"must be > 0, got {self.qat_lr}")
@@ -210,8 +218,10 @@ class ExportConfig:
     trt_opt_batch: int = 1  # tensorrt_*: the batch the engine is tuned for (1 = latency)
     trt_max_batch: int = 256  # tensorrt_*: largest batch the engine accepts (the evaluation batch)
     trt_workspace_mb: int = 1024  # tensorrt_*: builder scratch memory
+    sweep_formats: tuple[str, ...] | None = None  # sweep branches export these instead (null = formats; [] = none)
 
     def __post_init__(self) -> None:
+        _check_sweep_formats(self.sweep_formats, "export.sweep_formats", allow_empty=True)
         _require(1 <= self.trt_opt_batch <= self.trt_max_batch, "export.trt_opt_batch",
                  "must be in [1, export.trt_max_batch]")
         _require(self.trt_workspace_mb >= 16, "export.trt_workspace_mb", "must be >= 16")
@@ -360,7 +370,18 @@ def stage_args(ratio: bool = False, argv: list[str] | None = None) -> argparse.N
     parser.add_argument("--dir", type=Path, default=Path("."))
     if ratio:
         parser.add_argument("--ratio", type=float, default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.branch = args.dir != Path(".")  # a sweep branch: takes quantize/export.sweep_formats
+    return args
+
+
+def branch_formats(cfg: T, branch: bool) -> tuple[T, str]:
+    """The section a run uses and the key its formats came from: a sweep branch builds
+    ``<section>.sweep_formats`` when that is set, so a wide sweep need not build every format."""
+    chosen = getattr(cfg, "sweep_formats", None)
+    if branch and chosen is not None:
+        return dataclasses.replace(cfg, formats=chosen), f"{cfg.SECTION}.sweep_formats"  # type: ignore[attr-defined]
+    return cfg, f"{cfg.SECTION}.formats"  # type: ignore[attr-defined]
 
 
 __all__ = [
@@ -372,6 +393,7 @@ __all__ = [
     "PruneConfig",
     "QuantizeConfig",
     "TrainConfig",
+    "branch_formats",
     "field",
     "load_section",
     "parse_section",

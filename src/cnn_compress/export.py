@@ -43,12 +43,12 @@ def exporter_names() -> list[str]:
     return EXPORTERS.names()
 
 
-def check_formats(formats: tuple[str, ...]) -> None:
+def check_formats(formats: tuple[str, ...], key: str = "export.formats") -> None:
     """Unknown formats and formats this machine cannot build fail before any work starts."""
     for name in formats:
-        EXPORTERS.check(name)
+        EXPORTERS.check(name, key)
         if reason := EXPORTERS.meta(name)["requires"]():
-            raise UnsupportedFormatError(f"export.formats: {name} cannot run on this machine: {reason}")
+            raise UnsupportedFormatError(f"{key}: {name} cannot run on this machine: {reason}")
 
 
 def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: ExportConfig) -> dict[str, str]:

@@ -86,13 +86,14 @@ def format_names() -> list[str]:
     return FORMATS.names()
 
 
-def check_formats(formats: tuple[str, ...]) -> list[QuantFormat]:
+def check_formats(formats: tuple[str, ...], key: str = "quantize.formats") -> list[QuantFormat]:
     """Resolve format names up front, so a bad or unrunnable one fails before any work is done."""
     resolved = []
     for f in formats:
+        FORMATS.check(f, key)
         build, meta = FORMATS.get(f), FORMATS.meta(f)
         if reason := meta["requires"]():
-            raise UnsupportedFormatError(f"quantize.formats: {f} cannot run on this machine: {reason}")
+            raise UnsupportedFormatError(f"{key}: {f} cannot run on this machine: {reason}")
         resolved.append(QuantFormat(f, meta["suffix"], meta["backend"], build))
     return resolved
 

@@ -38,9 +38,10 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def check(self, name: str) -> None:
+    def check(self, name: str, key: str | None = None) -> None:
+        """``key``: the params key to name when another key than the usual one chose ``name``."""
         if name not in self._entries:
-            raise self.error(f"{self.key}: unknown {self.kind} {name!r} (known: {', '.join(self.names())})")
+            raise self.error(f"{key or self.key}: unknown {self.kind} {name!r} (known: {', '.join(self.names())})")
 
     def get(self, name: str) -> T:
         self.check(name)
