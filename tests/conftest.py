@@ -100,19 +100,23 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
     return prepare(DataConfig(max_per_class=30), tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_dataset):
-    """A ResNet-8 trained for 10 short epochs on the tiny digits (fast, and better than chance)."""
+def _resnet8(ds, epochs: int, batch_size: int):
+    """A width-8 ResNet-8 trained on ``ds`` with a fixed seed, as a self-describing checkpoint."""
     from cnn_compress.checkpoint import Checkpoint
     from cnn_compress.models import build_model
     from cnn_compress.training import setup_torch, train_model
 
     setup_torch(0, 2)
-    args = {"num_classes": tiny_dataset.num_classes, "width": 8}
+    args = {"num_classes": ds.num_classes, "width": 8}
     model = build_model("resnet8", **args)
-    train_model(model, tiny_dataset, TrainConfig(epochs=10, batch_size=32, lr=0.05, device="cpu"))
-    return Checkpoint(model, "resnet8", args, tiny_dataset.class_names, tiny_dataset.mean, tiny_dataset.std,
-                      tuple(tiny_dataset.images.shape[1:]))
+    train_model(model, ds, TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, device="cpu"))
+    return Checkpoint(model, "resnet8", args, ds.class_names, ds.mean, ds.std, tuple(ds.images.shape[1:]))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset):
+    """A ResNet-8 trained for 10 short epochs on the tiny digits (fast, and better than chance)."""
+    return _resnet8(tiny_dataset, epochs=10, batch_size=32)
 
 
 @pytest.fixture(scope="session")
@@ -125,16 +129,7 @@ def digits_dataset(tmp_path_factory: pytest.TempPathFactory):
 def digits_checkpoint(digits_dataset):
     """A ResNet-8 (width 8) trained 8 epochs on the default data: ~90% top-1 in a few seconds,
     the reference that accuracy-tolerance tests compare quantized variants against."""
-    from cnn_compress.checkpoint import Checkpoint
-    from cnn_compress.models import build_model
-    from cnn_compress.training import setup_torch, train_model
-
-    setup_torch(0, 2)
-    args = {"num_classes": digits_dataset.num_classes, "width": 8}
-    model = build_model("resnet8", **args)
-    train_model(model, digits_dataset, TrainConfig(epochs=8, batch_size=64, lr=0.05, device="cpu"))
-    return Checkpoint(model, "resnet8", args, digits_dataset.class_names, digits_dataset.mean, digits_dataset.std,
-                      tuple(digits_dataset.images.shape[1:]))
+    return _resnet8(digits_dataset, epochs=8, batch_size=64)
 
 
 @pytest.fixture()
