@@ -83,7 +83,7 @@ def _encode_values(values: np.ndarray, meta: dict, rows: np.ndarray | None = Non
         meta["codebook"] = len(uniques)
         codes = np.searchsorted(uniques, values.view(f"u{width}")).astype(np.uint8)
         return [_pack(uniques.view(values.dtype).tobytes()), _pack(codes.tobytes())]
-    if rows is not None and width > 1:
+    if rows is not None and width > 1 and 2 * len(uniques) <= len(values):  # else no row can share (cheap test)
         shared = _row_codebooks(values.view(f"u{width}"), rows)
         if shared is not None:
             counts, books, codes = shared
