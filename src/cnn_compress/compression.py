@@ -74,16 +74,20 @@ def _byte_planes(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values.view(np.uint8).reshape(-1, width).T).tobytes()
 
 
-def _encode_values(values: np.ndarray, meta: dict, rows: np.ndarray | None = None) -> list[bytes]:
-    """Codes into one codebook (at most 256 distinct values), else into per-row codebooks (``rows``:
-    each value's output channel), else byte planes."""
+def _encode_values(values: np.ndarray, meta: dict, shape: tuple[int, ...] = (),
+                   positions: np.ndarray | None = None) -> list[bytes]:
+    """Codes into one codebook (at most 256 distinct values), else into per-row codebooks (each
+    value's output channel, from ``shape`` and its flat ``positions``; None = dense), else byte planes."""
     width = values.dtype.itemsize
     uniques = np.unique(values.view(f"u{width}")) if values.size else values
     if 0 < len(uniques) <= 256 and width > 1:
         meta["codebook"] = len(uniques)
         codes = np.searchsorted(uniques, values.view(f"u{width}")).astype(np.uint8)
         return [_pack(uniques.view(values.dtype).tobytes()), _pack(codes.tobytes())]
-    if rows is not None and width > 1 and 2 * len(uniques) <= len(values):  # else no row can share (cheap test)
+    rows = None
+    if width > 1 and len(values) and 2 * len(uniques) <= len(values):  # else no row can share (cheap test)
+        rows = _rows(shape, np.arange(len(values)) if positions is None else positions)
+    if rows is not None:
         shared = _row_codebooks(values.view(f"u{width}"), rows)
         if shared is not None:
             counts, books, codes = shared
@@ -126,15 +130,13 @@ def encode_tensor(array: np.ndarray) -> tuple[dict, list[bytes]]:
     base: dict = {"dtype": flat.dtype.str, "shape": list(array.shape)}
     dense_meta = dict(base)
     shape = tuple(array.shape)
-    dense_rows = _rows(shape, np.arange(flat.size)) if flat.size else None
-    best = (dense_meta, _encode_values(flat, dense_meta, dense_rows))
+    best = (dense_meta, _encode_values(flat, dense_meta, shape))
     if flat.size:
         nonzero = np.flatnonzero(flat.view(np.uint8).reshape(len(flat), -1).any(axis=1))  # -0.0 stays a value
         if len(nonzero) < flat.size:
             sparse_meta = base | {"nnz": int(len(nonzero))}
             gaps = np.diff(nonzero, prepend=-1) - 1
-            rows = _rows(shape, nonzero) if len(nonzero) else None
-            streams = [_pack(_varints(gaps))] + _encode_values(flat[nonzero], sparse_meta, rows)
+            streams = [_pack(_varints(gaps))] + _encode_values(flat[nonzero], sparse_meta, shape, nonzero)
             if sum(map(len, streams)) < sum(map(len, best[1])):
                 best = (sparse_meta, streams)
     return best
