@@ -24,19 +24,24 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from cnn_compress import trt_engine  # noqa: E402
-from cnn_compress.benchmark import machine_info, percentile, time_predict  # noqa: E402
-from cnn_compress.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from cnn_compress.compression import compress_artifact  # noqa: E402
-from cnn_compress.config import DataConfig, ExportConfig, FinetuneConfig, PruneConfig, TrainConfig  # noqa: E402
-from cnn_compress.data import calibration_batch, prepare  # noqa: E402
-from cnn_compress.evaluation import predict_logits, score  # noqa: E402
-from cnn_compress.export import export_all  # noqa: E402
-from cnn_compress.models import build_model, count_macs  # noqa: E402
-from cnn_compress.pruning import PruneContext, prune_model  # noqa: E402
-from cnn_compress.quantization import quantize_all  # noqa: E402
-from cnn_compress.runtimes import load_runner  # noqa: E402
-from cnn_compress.training import setup_torch, train_model  # noqa: E402
+from cnn_compress.core.config import parse_section  # noqa: E402
+from cnn_compress.data.config import DataConfig  # noqa: E402
+from cnn_compress.data.dataset import calibration_batch, prepare  # noqa: E402
+from cnn_compress.data.evaluation import predict_logits, score  # noqa: E402
+from cnn_compress.export.config import ExportConfig  # noqa: E402
+from cnn_compress.export.exporters import export_all  # noqa: E402
+from cnn_compress.measure.benchmark import machine_info, percentile, time_predict  # noqa: E402
+from cnn_compress.measure.compression import compress_artifact  # noqa: E402
+from cnn_compress.models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from cnn_compress.models.zoo import build_model, count_macs  # noqa: E402
+from cnn_compress.prune.config import PruneConfig  # noqa: E402
+from cnn_compress.prune.pruning import PruneContext, prune_model  # noqa: E402
+from cnn_compress.quantize.config import QuantizeConfig  # noqa: E402
+from cnn_compress.quantize.formats import QuantContext, quantize_all  # noqa: E402
+from cnn_compress.runtimes import trt_engine  # noqa: E402
+from cnn_compress.runtimes.runners import load_runner  # noqa: E402
+from cnn_compress.train.config import FinetuneConfig, TrainConfig  # noqa: E402
+from cnn_compress.train.loop import setup_torch, train_model  # noqa: E402
 
 
 def build_variants(tmp: Path, epochs: int, ft_epochs: int, ratio: float, threads: int) -> tuple[dict[str, Path], object]:
@@ -59,7 +64,7 @@ def build_variants(tmp: Path, epochs: int, ft_epochs: int, ratio: float, threads
         save_checkpoint(d / "fp32.pt", ckpt)
         formats = ("onnx", "ort_int8") + (("tensorrt_fp32", "tensorrt_fp16", "tensorrt_int8") if trt_engine.unavailable() is None else ())
         files = export_all(ckpt, calib, d, ExportConfig(formats=formats))
-        quantize_all(ckpt, ("int8_static",), calib, d)
+        quantize_all(ckpt, parse_section(QuantizeConfig, {"formats": ["int8_static"]}), QuantContext(calib), d)
         paths |= {f"{tag}fp32_eager": d / "fp32.pt", f"{tag}int8_static": d / "int8_static.pt2"}
         paths |= {f"{tag}{name}": d / file for name, file in files.items()}
     return paths, ds

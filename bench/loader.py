@@ -35,10 +35,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from cnn_compress import sources  # noqa: E402
-from cnn_compress.benchmark import machine_info  # noqa: E402
-from cnn_compress.data import augment, batches, normalize  # noqa: E402
-from cnn_compress.models import build_model  # noqa: E402
+from cnn_compress.data import sources  # noqa: E402
+from cnn_compress.data.dataset import augment, batches, normalize  # noqa: E402
+from cnn_compress.measure.benchmark import machine_info  # noqa: E402
+from cnn_compress.models.zoo import build_model  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128

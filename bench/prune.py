@@ -20,11 +20,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from cnn_compress.benchmark import machine_info, percentile, time_predict  # noqa: E402
-from cnn_compress.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from cnn_compress.config import PruneConfig  # noqa: E402
-from cnn_compress.models import build_model, count_macs, count_params  # noqa: E402
-from cnn_compress.pruning import PruneContext, prune_model  # noqa: E402
+from cnn_compress.measure.benchmark import machine_info, percentile, time_predict  # noqa: E402
+from cnn_compress.models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from cnn_compress.models.zoo import build_model, count_macs, count_params  # noqa: E402
+from cnn_compress.prune.config import PruneConfig  # noqa: E402
+from cnn_compress.prune.pruning import PruneContext, prune_model  # noqa: E402
 
 
 def measure(model: torch.nn.Module, repeats: int, tmp: Path) -> dict[str, float]:

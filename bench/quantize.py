@@ -26,18 +26,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from cnn_compress.benchmark import machine_info, percentile, time_predict  # noqa: E402
-from cnn_compress.checkpoint import Checkpoint, load_pretrained, save_checkpoint  # noqa: E402
-from cnn_compress.compression import compress_artifact  # noqa: E402
-from cnn_compress.config import DataConfig, ExportConfig, FinetuneConfig, QuantizeConfig, TrainConfig  # noqa: E402
-from cnn_compress.data import Dataset, calibration_batch, prepare  # noqa: E402
-from cnn_compress.evaluation import predict_logits, score  # noqa: E402
-from cnn_compress.export import export_all  # noqa: E402
-from cnn_compress.models import build_model  # noqa: E402
-from cnn_compress.quantization import QuantContext, fixed_point, quantize_all  # noqa: E402
-from cnn_compress.runtimes import load_runner  # noqa: E402
-from cnn_compress.sources import read_imagefolder  # noqa: E402
-from cnn_compress.training import setup_torch, train_model  # noqa: E402
+from cnn_compress.core.config import parse_section  # noqa: E402
+from cnn_compress.data.config import DataConfig  # noqa: E402
+from cnn_compress.data.dataset import Dataset, calibration_batch, prepare  # noqa: E402
+from cnn_compress.data.evaluation import predict_logits, score  # noqa: E402
+from cnn_compress.data.sources import read_imagefolder  # noqa: E402
+from cnn_compress.export.config import ExportConfig  # noqa: E402
+from cnn_compress.export.exporters import export_all  # noqa: E402
+from cnn_compress.measure.benchmark import machine_info, percentile, time_predict  # noqa: E402
+from cnn_compress.measure.compression import compress_artifact  # noqa: E402
+from cnn_compress.models.checkpoint import Checkpoint, load_pretrained, save_checkpoint  # noqa: E402
+from cnn_compress.models.zoo import build_model  # noqa: E402
+from cnn_compress.quantize.config import FixedConfig, QuantizeConfig  # noqa: E402
+from cnn_compress.quantize.formats import QuantContext, fixed_point, quantize_all  # noqa: E402
+from cnn_compress.runtimes.runners import load_runner  # noqa: E402
+from cnn_compress.train.config import FinetuneConfig, TrainConfig  # noqa: E402
+from cnn_compress.train.loop import setup_torch, train_model  # noqa: E402
 
 SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", ROOT.parent / "shared"))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # the akamaster checkpoints' normalisation
@@ -85,9 +89,9 @@ def fixed_table(ckpt: Checkpoint, ds: Dataset, calib: torch.Tensor, ft: Finetune
         cells = []
         for epochs_ in (0, epochs):
             for scheme in ("symmetric", "asymmetric"):
-                cfg = QuantizeConfig(fixed_scheme=scheme, fixed_epochs=epochs_, fixed_lr=ft.lr)
+                cfg = FixedConfig(bits=bits, scheme=scheme, epochs=epochs_, lr=ft.lr)
                 torch.manual_seed(0)
-                cells.append(top1(fixed_point(ckpt, bits, cfg, calib, ds, ft).model, ds))
+                cells.append(top1(fixed_point(ckpt, cfg, calib, ds, ft).model, ds))
         print(f"| {bits} | " + " | ".join(f"{c:.2f}" for c in cells) + " |", flush=True)
 
 
@@ -95,7 +99,8 @@ def int8_table(ckpt: Checkpoint, ds: Dataset, calib: torch.Tensor, ft: FinetuneC
     out = tmp / "artifacts"
     save_checkpoint(out / "fp32.pt", ckpt)
     formats = ("fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat", "fixed8", "fixed4")
-    manifest = quantize_all(ckpt, formats, calib, out, QuantContext(QuantizeConfig(formats=formats), calib, ds, ft))
+    cfg = parse_section(QuantizeConfig, {"formats": list(formats)})
+    manifest = quantize_all(ckpt, cfg, QuantContext(calib, ds, ft), out)
     files = {"fp32": "fp32.pt"} | {k: v["file"] for k, v in manifest.items()}
     files |= {f"{k} (onnxruntime)": v for k, v in export_all(ckpt, calib, out, ExportConfig(formats=("onnx", "ort_int8"))).items()}
     rows = []

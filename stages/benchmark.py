@@ -1,27 +1,39 @@
-"""benchmark: every variant -> <dir>/metrics/benchmark.json, plots/benchmark.csv, models/compressed/."""
-from pathlib import Path
+"""benchmark: measure every artifact of one variant the same way.
 
-from cnn_compress import atomic
-from cnn_compress.benchmark import run_benchmark
-from cnn_compress.config import BenchmarkConfig, load_section, stage_args
-from cnn_compress.data import load_dataset
-from cnn_compress.errors import cli
+Reads: configs/<variant>/benchmark.json, variants/<variant>/{pruned,finetuned}.pt, quantized/,
+exported/, data/prepared.
+Writes: metrics/<variant>/<artifact>.json (the key figures: top-1, sparsity, params, MACs, sizes,
+latency, throughput), variants/<variant>/benchmark.json (every figure, the machine and versions),
+variants/<variant>/benchmark.csv, variants/<variant>/compressed/ (true compressed weights).
+"""
+import shutil
+
+from cnn_compress.core import atomic
+from cnn_compress.core.config import load_resolved
+from cnn_compress.core.errors import cli
+from cnn_compress.core.stage import PREPARED, variant_paths
+from cnn_compress.data.dataset import load_dataset
+from cnn_compress.measure.benchmark import collect_artifacts, headline, run_benchmark
+from cnn_compress.measure.config import BenchmarkConfig
 
 
 @cli
 def main() -> None:
-    args = stage_args()
-    root, cfg = args.dir, load_section(BenchmarkConfig)
-    ds = load_dataset("data/prepared")
-    baseline = None if args.branch else Path("models/baseline.pt")  # a sweep branch shares the main one
-    result = run_benchmark(root / "models", ds, cfg, compressed_dir=root / "models/compressed", baseline=baseline,
-                           branch=args.branch)
-    atomic.write_json(root / "metrics/benchmark.json", result)
-    atomic.write_csv(root / "plots/benchmark.csv", [{"variant": k} | v for k, v in result["variants"].items()])
-    for name, v in result["variants"].items():
-        print(f"{name:>14}: top-1 {v['top1']:6.2f}%  {v['size_bytes'] / 1024:8.1f} KiB "
-              f"({v['size_compressed_bytes'] / 1024:7.1f} KiB compressed)  "
-              f"{v[f'latency_ms_b{cfg.batch_sizes[0]}_median']:.2f} ms  ({v['runtime']})")
+    paths = variant_paths(__doc__)
+    (cfg,) = load_resolved(paths.config("benchmark"), BenchmarkConfig)
+    ds = load_dataset(PREPARED)
+    result = run_benchmark(collect_artifacts(paths.root), ds, cfg, paths.compressed, fallback=paths.finetuned)
+    atomic.write_json(paths.root / "benchmark.json", {"variant": paths.name} | result)
+    rows = result["artifacts"]
+    atomic.write_csv(paths.root / "benchmark.csv", [{"artifact": k} | v for k, v in rows.items()])
+    shutil.rmtree(paths.metrics, ignore_errors=True)
+    for name, row in rows.items():
+        atomic.write_json(paths.metrics / f"{name}.json", headline(row, cfg.batch_sizes))
+    b = min(cfg.batch_sizes)
+    for name, v in rows.items():
+        print(f"{paths.name}/{name:>14}: top-1 {v['top1']:6.2f}%  sparsity {v['sparsity']:5.1f}%  "
+              f"{v['size_compressed_bytes'] / 1024:8.1f} KiB compressed  {v[f'latency_ms_b{b}_median']:.2f} ms  "
+              f"({v['runtime']})")
 
 
 if __name__ == "__main__":

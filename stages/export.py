@@ -1,26 +1,38 @@
-"""export: deployable artifacts checked against PyTorch -> <dir>/models/exported/, metrics/export.json."""
-from cnn_compress import atomic
-from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import ExportConfig, branch_formats, load_section, stage_args
-from cnn_compress.data import calibration_batch, load_dataset
-from cnn_compress.errors import cli
-from cnn_compress.export import check_formats, export_all, verify
+"""export: deployable artifacts of one variant, each checked against its PyTorch source.
+
+Reads: configs/<variant>/export.json, variants/<variant>/finetuned.pt, data/prepared.
+Writes: variants/<variant>/exported/ (one file per export.formats entry, manifest.json, and
+checks.json: top-1 agreement and max |logit difference| against PyTorch on the test split).
+"""
+from cnn_compress.core import atomic
+from cnn_compress.core.config import load_resolved
+from cnn_compress.core.errors import cli
+from cnn_compress.core.stage import PREPARED, variant_paths
+from cnn_compress.data.dataset import calibration_batch, load_dataset
+from cnn_compress.export.config import ExportConfig
+from cnn_compress.export.exporters import check_formats, export_all, verify
+from cnn_compress.models.checkpoint import load_checkpoint
 
 
 @cli
 def main() -> None:
-    args = stage_args()
-    root, out = args.dir, args.dir / "models/exported"
-    cfg, key = branch_formats(load_section(ExportConfig), args.branch)
-    check_formats(cfg.formats, key)
-    ds = load_dataset("data/prepared")
-    ckpt = load_checkpoint(root / "models/finetuned.pt")
+    paths = variant_paths(__doc__)
+    (cfg,) = load_resolved(paths.config("export"), ExportConfig)
+    check_formats(cfg.formats)
+    out = paths.exported
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.formats:  # nothing to export: an empty manifest, without loading anything
+        atomic.write_json(out / "manifest.json", {})
+        print(f"{paths.name}: export.formats is empty, nothing exported")
+        return
+    ds = load_dataset(PREPARED)
+    ckpt = load_checkpoint(paths.finetuned)
     files = export_all(ckpt, calibration_batch(ds, cfg.calib_per_class), out, cfg)
     atomic.write_json(out / "manifest.json", {name: {"file": f} for name, f in files.items()})
     checks = verify(ckpt.model, files, out, ds)
-    atomic.write_json(root / "metrics/export.json", checks)
+    atomic.write_json(out / "checks.json", checks)
     for name, c in checks.items():
-        print(f"{name}: top-1 agreement {c['top1_agreement']:.2f}%, max |diff| {c['max_abs_diff']:.4g}")
+        print(f"{paths.name}: {name}: top-1 agreement {c['top1_agreement']:.2f}%, max |diff| {c['max_abs_diff']:.4g}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""prepare: decode the data set once into uint8 tensors + split -> data/prepared/."""
-from cnn_compress.config import DataConfig, load_section
-from cnn_compress.data import prepare
-from cnn_compress.errors import cli
+"""prepare: decode the data set once into uint8 tensors and split it.
+
+Reads: params.yaml data.*, the source named by data.source (or the download, or bundled digits).
+Writes: data/prepared/ (uint8 images, labels, splits, class names, normalisation).
+"""
+from cnn_compress.core.config import load_section
+from cnn_compress.core.errors import cli
+from cnn_compress.core.stage import parse_args
+from cnn_compress.data.config import DataConfig
+from cnn_compress.data.dataset import prepare
 
 OUT = "data/prepared"
 
 
 @cli
 def main() -> None:
+    parse_args(__doc__, variant=False)
     cfg = load_section(DataConfig)
     ds = prepare(cfg, OUT)
     sizes = {k: len(v) for k, v in ds.splits.items()}

@@ -1,16 +1,25 @@
-"""train: the baseline model -> models/baseline.pt, metrics/train.json, plots/train_curve.csv."""
-from cnn_compress import atomic
-from cnn_compress.checkpoint import Checkpoint, load_pretrained, save_checkpoint
-from cnn_compress.config import ModelConfig, TrainConfig, load_section, read_params, to_dict
-from cnn_compress.data import load_dataset
-from cnn_compress.errors import cli
-from cnn_compress.models import build_model, head_name
-from cnn_compress.sources import file_digest
-from cnn_compress.training import evaluate, freeze, is_writer, setup_torch, train_model, world_size
+"""train: the baseline model every variant starts from.
+
+Reads: params.yaml model.* and train.*, data/prepared (and model.pretrained when set).
+Writes: models/baseline.pt (self-describing checkpoint), metrics/train.json (test top-1 / top-5),
+models/train.json (epochs, frozen tensors, world size), plots/train_curve.csv.
+"""
+from cnn_compress.core import atomic
+from cnn_compress.core.config import load_section, read_params, to_dict
+from cnn_compress.core.errors import cli
+from cnn_compress.core.stage import parse_args
+from cnn_compress.data.dataset import load_dataset
+from cnn_compress.data.sources import file_digest
+from cnn_compress.models.checkpoint import Checkpoint, load_pretrained, save_checkpoint
+from cnn_compress.models.config import ModelConfig
+from cnn_compress.models.zoo import build_model, head_name
+from cnn_compress.train.config import TrainConfig
+from cnn_compress.train.loop import evaluate, freeze, is_writer, setup_torch, train_model, world_size
 
 
 @cli
 def main() -> None:
+    parse_args(__doc__, variant=False)
     params = read_params()
     model_cfg, cfg = load_section(ModelConfig, params), load_section(TrainConfig, params)
     ds = load_dataset("data/prepared")
@@ -29,7 +38,8 @@ def main() -> None:
                       tuple(ds.images.shape[1:]), history=[{"stage": "train", "config": config}])
     save_checkpoint("models/baseline.pt", ckpt)
     test = evaluate(model, ds, "test")
-    atomic.write_json("metrics/train.json", test | {"epochs": cfg.epochs, "frozen_tensors": frozen, "world_size": world_size()})
+    atomic.write_json("metrics/train.json", {"top1": round(test["top1"], 2), "top5": round(test["top5"], 2)})
+    atomic.write_json("models/train.json", test | {"epochs": cfg.epochs, "frozen_tensors": frozen, "world_size": world_size()})
     atomic.write_csv("plots/train_curve.csv", history)
     print(f"baseline {model_cfg.arch}: test top-1 {test['top1']:.2f}%")
 

@@ -14,15 +14,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cnn_compress.config import DataConfig, TrainConfig  # noqa: E402
-from cnn_compress.data import prepare  # noqa: E402
+from cnn_compress.data.config import DataConfig  # noqa: E402
+from cnn_compress.data.dataset import prepare  # noqa: E402
+from cnn_compress.train.config import TrainConfig  # noqa: E402
 
 # Tiny but real: the default pipeline's stage code on 30 digits per class and a ResNet-8.
 TINY_PARAMS = {
     "data": {"max_per_class": 30},
     "model": {"arch": "resnet8", "width": 8},
     "train": {"epochs": 2},
-    # the ratio-dependent table is on for every run: the main chain (0.5) takes row 1, a 0.6 branch row 2
+    # the ratio-dependent table is on for every run: main (0.5) takes row 1, a 0.6 variant row 2
     "finetune": {"epochs": 1, "by_ratio": [{"upto": 0.5, "epochs": 1, "lr": 0.005},
                                            {"upto": 0.9, "epochs": 2, "lr": 0.02}]},
     "export": {"calib_per_class": 4},
@@ -31,6 +32,14 @@ TINY_PARAMS = {
     "quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static", "fixed4"]},
     "benchmark": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3, "max_seconds": 0.2, "compile": []},
 }
+
+
+def set_variants(repo: Path, variants: dict) -> None:
+    """Replace the ``variants`` section of the repo's params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["variants"] = variants
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -57,7 +66,7 @@ def set_params(repo: Path, updates: dict) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in updates.items():
-        params.setdefault(section, {}).update(values)
+        params[section] = (params.get(section) or {}) | values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -65,7 +74,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     """Copy the project's pipeline into ``dest``, with tiny params, as a fresh git + DVC repo."""
     for name in ("stages", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("params.yaml", "dvc.yaml", ".gitignore", "inputs/README.md", "sweeps/README.md"):
+    for name in ("params.yaml", "dvc.yaml", ".gitignore", "inputs/README.md"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, dest / name)
     set_params(dest, TINY_PARAMS | (params or {}))
@@ -102,9 +111,9 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
 
 def _resnet8(ds, epochs: int, batch_size: int):
     """A width-8 ResNet-8 trained on ``ds`` with a fixed seed, as a self-describing checkpoint."""
-    from cnn_compress.checkpoint import Checkpoint
-    from cnn_compress.models import build_model
-    from cnn_compress.training import setup_torch, train_model
+    from cnn_compress.models.checkpoint import Checkpoint
+    from cnn_compress.models.zoo import build_model
+    from cnn_compress.train.loop import setup_torch, train_model
 
     setup_torch(0, 2)
     args = {"num_classes": ds.num_classes, "width": 8}

@@ -1,28 +1,38 @@
-"""Which library modules a stage script imports, directly or through other library modules."""
+"""Which library files a stage script imports, directly or through other library modules."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PKG = ROOT / "src" / "cnn_compress"
+SRC = ROOT / "src"
 
 
-def _imports(path: Path) -> set[str]:
-    """Library module names imported anywhere in ``path`` (function-local imports too)."""
-    found = set()
+def _module_file(dotted: str) -> Path | None:
+    """``cnn_compress.prune.config`` -> src/cnn_compress/prune/config.py (or a package's __init__)."""
+    base = SRC.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imports(path: Path) -> set[Path]:
+    """Library files imported anywhere in ``path`` (function-local imports too), with the
+    ``__init__.py`` of every package on the way (Python runs them)."""
+    found: set[Path] = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cnn_compress"):
-            parts = node.module.split(".")
-            if len(parts) > 1:
-                found.add(parts[1])
-            else:  # from cnn_compress import atomic, report
-                found |= {a.name for a in node.names if (PKG / f"{a.name}.py").exists()}
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "cnn_compress" and len(parts) > 1:
-                    found.add(parts[1])
+            names = [a.name for a in node.names if a.name.startswith("cnn_compress")]
+        for dotted in names:
+            parts = dotted.split(".")
+            for i in range(1, len(parts) + 1):
+                if (f := _module_file(".".join(parts[:i]))) is not None:
+                    found.add(f)
     return found
 
 
@@ -30,41 +40,19 @@ def module_closure(script: Path) -> set[str]:
     """Repo-relative paths of every library file the script depends on."""
     todo, seen = list(_imports(script)), set()
     while todo:
-        mod = todo.pop()
-        if mod in seen:
+        path = todo.pop()
+        if path in seen:
             continue
-        seen.add(mod)
-        todo += list(_imports(PKG / f"{mod}.py"))
-    return {f"src/cnn_compress/{m}.py" for m in seen} | {"src/cnn_compress/__init__.py"}
+        seen.add(path)
+        todo += list(_imports(path))
+    return {str(p.relative_to(ROOT)) for p in seen}
 
 
-def sections_read(script: Path) -> set[str]:
-    """Params sections a stage script loads (the config classes it names)."""
-    from cnn_compress.config import SECTIONS
-
-    names = {n.id for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Name)}
-    return {sec for sec, cls in SECTIONS.items() if cls.__name__ in names}
+def covers(dep: str, path: str) -> bool:
+    """A dep covers a file when it is that file or a folder above it."""
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
 
 
 def stage_script(cmd: str) -> Path:
     """The stage script a dvc.yaml cmd runs (``... python stages/<name>.py [options]``)."""
     return ROOT / next(part for part in cmd.split() if part.startswith("stages/") and part.endswith(".py"))
-
-
-def expected_params(cmd: str, params: dict) -> set[str]:
-    """Dotted params a stage must list: every key of each section its script reads, except that
-    ``prune.ratios`` (the sweep list) belongs to the merge stage alone (so adding a ratio re-runs
-    nothing else), a stage given ``--ratio`` on its command line does not list ``prune.ratio``, and
-    only sweep branches (``--dir``) list the ``*.sweep_formats`` keys they alone read."""
-    script = stage_script(cmd)
-    if script.name == "sweep.py":
-        return {"prune.ratios"}
-    keys = {f"{sec}.{key}" for sec in sections_read(script) for key in params[sec]} - {"prune.ratios"}
-    if "--dir" not in cmd:
-        keys = {k for k in keys if not k.endswith(".sweep_formats")}
-    return keys - {"prune.ratio"} if "--ratio" in cmd else keys
-
-
-if __name__ == "__main__":
-    for script in sorted((ROOT / "stages").glob("*.py")):
-        print(script.stem, sorted(module_closure(script)))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cnn_compress.checkpoint import load_checkpoint, save_checkpoint
-from cnn_compress.errors import CheckpointError
+from cnn_compress.core.errors import CheckpointError
+from cnn_compress.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_is_self_describing(tiny_checkpoint, tmp_path):

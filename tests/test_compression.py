@@ -8,8 +8,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from cnn_compress.checkpoint import load_checkpoint, save_checkpoint
-from cnn_compress.compression import (
+from cnn_compress.core.errors import CheckpointError
+from cnn_compress.data.dataset import calibration_batch
+from cnn_compress.export.config import ExportConfig
+from cnn_compress.export.exporters import export_all
+from cnn_compress.measure.compression import (
     artifact_tensors,
     compress_artifact,
     compress_tensors,
@@ -17,11 +20,9 @@ from cnn_compress.compression import (
     decompress_tensors,
     encode_tensor,
 )
-from cnn_compress.config import ExportConfig, PruneConfig
-from cnn_compress.data import calibration_batch
-from cnn_compress.errors import CheckpointError
-from cnn_compress.export import export_all
-from cnn_compress.pruning import prune_model
+from cnn_compress.models.checkpoint import load_checkpoint, save_checkpoint
+from cnn_compress.prune.config import PruneConfig
+from cnn_compress.prune.pruning import prune_model
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from cnn_compress.config import DataConfig
-from cnn_compress.data import augment, balanced_subset, load_dataset, prepare, stratified_split
+from cnn_compress.data.config import DataConfig
+from cnn_compress.data.dataset import augment, balanced_subset, load_dataset, prepare, stratified_split
 
 
 def test_digits_split_is_stratified_disjoint_and_seeded(tmp_path):

@@ -8,9 +8,9 @@ import sys
 import pytest
 from conftest import ROOT, set_params
 
-from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import DataConfig
-from cnn_compress.data import prepare
+from cnn_compress.data.config import DataConfig
+from cnn_compress.data.dataset import prepare
+from cnn_compress.models.checkpoint import load_checkpoint
 
 
 @pytest.mark.slow
@@ -25,8 +25,8 @@ def test_train_stage_under_torchrun_two_cpu_ranks(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("baseline resnet8: test top-1") == 1  # rank 0 alone reports and writes
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["baseline.pt"]
-    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["baseline.pt", "train.json"]
+    metrics = json.loads((tmp_path / "models/train.json").read_text())
     assert metrics["world_size"] == 2
     rows = list(csv.DictReader(open(tmp_path / "plots/train_curve.csv")))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])  # the loss falls
@@ -35,10 +35,11 @@ def test_train_stage_under_torchrun_two_cpu_ranks(tmp_path):
 
     # finetune the pruned model the same way: the masks hold on every rank, rank 0 writes
     set_params(tmp_path, {"finetune": {"epochs": 1, "threads": 1, "device": "cpu"}})
-    prune = subprocess.run([sys.executable, "stages/prune.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert prune.returncode == 0, prune.stderr
-    cmd[-1] = "stages/finetune.py"
+    for script in (["stages/variants.py"], ["stages/prune.py", "main"]):
+        prune = subprocess.run([sys.executable, *script], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert prune.returncode == 0, prune.stderr
+    cmd[-1:] = ["stages/finetune.py", "main"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("finetuned (1 epochs") == 1
-    assert json.loads((tmp_path / "metrics/finetune.json").read_text())["sparsity"] == pytest.approx(50, abs=0.5)
+    assert proc.stdout.count("main: finetuned (1 epochs") == 1
+    assert json.loads((tmp_path / "variants/main/finetune.json").read_text())["sparsity"] == pytest.approx(50, abs=0.5)

@@ -1,15 +1,17 @@
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from deps_util import ROOT
 
 
 def test_ruff_clean():
-    ruff = shutil.which("ruff")
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    proc = subprocess.run([ruff, "check", "src", "stages", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([ruff, "check", "src", "stages", "tests", "bench", "tools"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
 

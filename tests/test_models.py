@@ -5,10 +5,10 @@ import pytest
 import torch
 from torchvision import models as tvm
 
-from cnn_compress.checkpoint import CheckpointError, load_pretrained, read_state_dict
-from cnn_compress.errors import ConfigError
-from cnn_compress.models import MODELS, build_model, count_macs, count_params, head_name, model_names
-from cnn_compress.training import freeze
+from cnn_compress.core.errors import ConfigError
+from cnn_compress.models.checkpoint import CheckpointError, load_pretrained, read_state_dict
+from cnn_compress.models.zoo import MODELS, build_model, count_macs, count_params, head_name, model_names
+from cnn_compress.train.loop import freeze
 
 SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -61,14 +61,16 @@ def test_resnet18_imagenet_computes_what_torchvision_computes():
 @pytest.mark.parametrize("arch", ["resnet20", "resnet18", "mobilenet_v2", "vgg16_bn"])
 def test_cifar_architectures_take_the_x86_int8_quantizer(arch, tmp_path):
     """int8_static (torchao PT2E, X86InductorQuantizer) builds for every CIFAR architecture."""
-    from cnn_compress.checkpoint import Checkpoint
-    from cnn_compress.quantization import quantize_all
-    from cnn_compress.runtimes import load_runner
+    from cnn_compress.core.config import parse_section
+    from cnn_compress.models.checkpoint import Checkpoint
+    from cnn_compress.quantize.config import QuantizeConfig
+    from cnn_compress.quantize.formats import QuantContext, quantize_all
+    from cnn_compress.runtimes.runners import load_runner
 
     model = build_model(arch, num_classes=10).eval()
     ckpt = Checkpoint(model, arch, {"num_classes": 10}, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3, (3, 32, 32))
     calib = torch.randn(4, 3, 32, 32)
-    quantize_all(ckpt, ("int8_static",), calib, tmp_path)
+    quantize_all(ckpt, parse_section(QuantizeConfig, {"formats": ["int8_static"]}), QuantContext(calib), tmp_path)
     assert load_runner(tmp_path / "int8_static.pt2").predict(calib).shape == (4, 10)
 
 

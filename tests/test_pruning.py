@@ -3,11 +3,11 @@ import copy
 import pytest
 import torch
 
-from cnn_compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from cnn_compress.config import FinetuneConfig, PruneConfig
-from cnn_compress.errors import ConfigError
-from cnn_compress.models import MODELS, build_model, count_macs, count_params, head_name, model_names
-from cnn_compress.pruning import (
+from cnn_compress.core.errors import ConfigError
+from cnn_compress.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cnn_compress.models.zoo import MODELS, build_model, count_macs, count_params, head_name, model_names
+from cnn_compress.prune.config import PruneConfig
+from cnn_compress.prune.pruning import (
     PruneContext,
     global_sparsity,
     layer_sparsity,
@@ -15,7 +15,8 @@ from cnn_compress.pruning import (
     sparsity_masks,
     structured_policy,
 )
-from cnn_compress.training import train_model
+from cnn_compress.train.config import FinetuneConfig
+from cnn_compress.train.loop import train_model
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.8])

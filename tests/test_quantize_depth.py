@@ -6,16 +6,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import FinetuneConfig, QuantizeConfig
-from cnn_compress.data import calibration_batch, normalize
-from cnn_compress.errors import UnsupportedFormatError
-from cnn_compress.evaluation import predict_logits, score
-from cnn_compress.fakequant import FixedPointModel, Grid, select_layers
-from cnn_compress.quantization import QuantContext, check_formats, fixed_point, quantize_all
-from cnn_compress.runtimes import load_runner
+from cnn_compress.core.config import parse_section
+from cnn_compress.core.errors import UnsupportedFormatError
+from cnn_compress.data.dataset import calibration_batch, normalize
+from cnn_compress.data.evaluation import predict_logits, score
+from cnn_compress.models.checkpoint import load_checkpoint
+from cnn_compress.quantize.config import FixedConfig, QuantizeConfig
+from cnn_compress.quantize.fakequant import FixedPointModel, Grid, select_layers
+from cnn_compress.quantize.formats import QuantContext, check_formats, fixed_point, quantize_all
+from cnn_compress.runtimes.runners import load_runner
+from cnn_compress.train.config import FinetuneConfig
 
 QUANT_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+
+def qcfg(*names, **formats) -> QuantizeConfig:
+    """A quantize section from names (defaults) and name=settings."""
+    return parse_section(QuantizeConfig, {"formats": {n: None for n in names} | formats})
 
 
 def _top1(predict, ds) -> float:
@@ -32,8 +39,8 @@ def _weights(model, names):
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 def test_fixed_point_levels(tiny_checkpoint, tiny_dataset, bits, scheme, granularity):
-    cfg = QuantizeConfig(fixed_scheme=scheme, fixed_granularity=granularity)
-    out = fixed_point(tiny_checkpoint, bits, cfg, calibration_batch(tiny_dataset, 2))
+    cfg = FixedConfig(bits=bits, scheme=scheme, granularity=granularity)
+    out = fixed_point(tiny_checkpoint, cfg, calibration_batch(tiny_dataset, 2))
     layers = out.history[-1]["config"]["layers"]
     assert len(layers) == sum(isinstance(m, QUANT_LAYERS) for m in out.model.modules())
     for name, w in _weights(out.model, layers).items():
@@ -53,21 +60,20 @@ def test_fixed_point_levels(tiny_checkpoint, tiny_dataset, bits, scheme, granula
 
 def test_fixed_layer_selection_leaves_others_float(tiny_checkpoint, tiny_dataset):
     """One study quantized only the residual blocks, first conv and classifier left in float."""
-    cfg = QuantizeConfig(fixed_layers=("layer1", "layer2", "layer3"), fixed_skip=("layer1.0.conv1",))
-    out = fixed_point(tiny_checkpoint, 2, cfg, calibration_batch(tiny_dataset, 2))
+    cfg = FixedConfig(bits=2, layers=("layer1", "layer2", "layer3"), skip=("layer1.0.conv1",))
+    out = fixed_point(tiny_checkpoint, cfg, calibration_batch(tiny_dataset, 2))
     layers = out.history[-1]["config"]["layers"]
     assert layers and all(n.startswith("layer") for n in layers) and "layer1.0.conv1" not in layers
     assert set(out.fake_quant) == set(layers)
     float_w = _weights(out.model, ["conv1", "linear", "layer1.0.conv1"])
     assert all(w.unique().numel() > 4 for w in float_w.values())  # 2 bits would allow at most 4
     with pytest.raises(UnsupportedFormatError, match="leave no conv or linear layer"):
-        fixed_point(tiny_checkpoint, 4, QuantizeConfig(fixed_layers=("nothing",)), calibration_batch(tiny_dataset, 2))
+        fixed_point(tiny_checkpoint, FixedConfig(layers=("nothing",)), calibration_batch(tiny_dataset, 2))
 
 
 def test_fixed8_within_one_point_of_fp32_and_reloads(digits_checkpoint, digits_dataset, tmp_path):
     calib = calibration_batch(digits_dataset, 32)
-    manifest = quantize_all(digits_checkpoint, ("fixed8", "fixed4"), calib, tmp_path,
-                            QuantContext(QuantizeConfig(formats=("fixed8",)), calib, digits_dataset))
+    manifest = quantize_all(digits_checkpoint, qcfg("fixed8", "fixed4"), QuantContext(calib, digits_dataset), tmp_path)
     ref = _top1(digits_checkpoint.model.eval(), digits_dataset)
     assert ref > 80
     fixed8 = load_runner(tmp_path / manifest["fixed8"]["file"])
@@ -106,22 +112,22 @@ def test_straight_through_fine_tuning_lowers_the_loss(tiny_checkpoint, tiny_data
 
 def test_fixed_fine_tune_epochs_run_through_the_format(tiny_checkpoint, tiny_dataset, tmp_path):
     calib = calibration_batch(tiny_dataset, 4)
-    cfg = QuantizeConfig(formats=("fixed3",), fixed_epochs=1, fixed_scheme="asymmetric")
-    plain = fixed_point(tiny_checkpoint, 3, QuantizeConfig(fixed_scheme="asymmetric"), calib)
-    tuned = fixed_point(tiny_checkpoint, 3, cfg, calib, tiny_dataset, FinetuneConfig(device="cpu"))
+    cfg = FixedConfig(bits=3, epochs=1, scheme="asymmetric")
+    plain = fixed_point(tiny_checkpoint, FixedConfig(bits=3, scheme="asymmetric"), calib)
+    tuned = fixed_point(tiny_checkpoint, cfg, calib, tiny_dataset, FinetuneConfig(device="cpu"))
     w0, w1 = plain.model.conv1.weight, tuned.model.conv1.weight
     assert not torch.equal(w0, w1) and w1.unique().numel() <= 8 * w1.shape[0]
 
 
 def test_int8_static_qat_and_mixed_within_tolerance(digits_checkpoint, digits_dataset, tmp_path):
     calib = calibration_batch(digits_dataset, 32)
-    cfg = QuantizeConfig(formats=("int8_static", "int8_qat", "int8_mixed"), qat_epochs=1)
-    ctx = QuantContext(cfg, calib, digits_dataset, FinetuneConfig(device="cpu", batch_size=64))
-    manifest = quantize_all(digits_checkpoint, cfg.formats, calib, tmp_path, ctx)
+    cfg = qcfg("int8_static", "int8_mixed", int8_qat={"epochs": 1})
+    ctx = QuantContext(calib, digits_dataset, FinetuneConfig(device="cpu", batch_size=64))
+    manifest = quantize_all(digits_checkpoint, cfg, ctx, tmp_path)
     ref = _top1(digits_checkpoint.model.eval(), digits_dataset)
     images, _ = digits_dataset.split("test")
     x = normalize(images[:50], digits_dataset.mean, digits_dataset.std)
-    for name in cfg.formats:
+    for name in cfg.names():
         runner = load_runner(tmp_path / manifest[name]["file"])
         assert abs(_top1(runner.predict, digits_dataset) - ref) <= 1.5, name
         assert torch.equal(runner.predict(x), load_runner(tmp_path / manifest[name]["file"]).predict(x)), name
@@ -138,52 +144,49 @@ def test_int8_static_qat_and_mixed_within_tolerance(digits_checkpoint, digits_da
 
 def test_mixed_float_names_must_exist(tiny_checkpoint, tiny_dataset, tmp_path):
     calib = calibration_batch(tiny_dataset, 2)
-    ctx = QuantContext(QuantizeConfig(formats=("int8_mixed",), mixed_float=("fc9",)), calib)
-    with pytest.raises(UnsupportedFormatError, match="quantize.mixed_float: no module named 'fc9'"):
-        quantize_all(tiny_checkpoint, ("int8_mixed",), calib, tmp_path, ctx)
+    cfg = qcfg(int8_mixed={"float_modules": ["fc9"]})
+    with pytest.raises(UnsupportedFormatError, match="quantize.formats.int8_mixed.float_modules: no module named 'fc9'"):
+        quantize_all(tiny_checkpoint, cfg, QuantContext(calib), tmp_path)
 
 
 def test_format_this_machine_cannot_run_is_named(monkeypatch):
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    with pytest.raises(UnsupportedFormatError, match="quantize.formats: int8_static cannot run on this machine"):
-        check_formats(("fp32", "int8_static"))
-    assert [f.name for f in check_formats(("fp32", "fixed4"))] == ["fp32", "fixed4"]
+    with pytest.raises(UnsupportedFormatError, match="quantize.formats.int8_static: cannot run on this machine"):
+        check_formats(qcfg("fp32", "int8_static"))
+    assert list(check_formats(qcfg("fp32", "fixed4"))) == ["fp32", "fixed4"]
 
 
 def test_built_artifact_that_cannot_run_fails_in_quantize(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
-    import cnn_compress.runtimes as runtimes
+    import cnn_compress.runtimes.runners as runtimes
 
     def broken(path, threads):
         raise RuntimeError("no kernel for this op on this CPU")
 
     monkeypatch.setitem(runtimes.RUNTIMES._entries, ".pt", (broken, {}))
-    with pytest.raises(UnsupportedFormatError, match="fp16 was built but cannot run here"):
-        quantize_all(tiny_checkpoint, ("fp16",), calibration_batch(tiny_dataset, 1), tmp_path)
+    with pytest.raises(UnsupportedFormatError, match="quantize.formats.fp16: built but cannot run here"):
+        quantize_all(tiny_checkpoint, qcfg("fp16"), QuantContext(calibration_batch(tiny_dataset, 1)), tmp_path)
 
 
 def test_compiled_runner_matches_eager_with_padding(tiny_checkpoint, tiny_dataset, tmp_path):
     """torch.compile with freezing, static shapes: odd batches are padded, big ones chunked."""
-    from cnn_compress.benchmark import run_benchmark
-    from cnn_compress.checkpoint import save_checkpoint
-    from cnn_compress.config import BenchmarkConfig
-    from cnn_compress.errors import ConfigError
+    from cnn_compress.measure.benchmark import collect_artifacts, run_benchmark
+    from cnn_compress.measure.config import BenchmarkConfig
+    from cnn_compress.models.checkpoint import save_checkpoint
 
-    for name in ("baseline", "pruned", "finetuned"):
+    for name in ("pruned", "finetuned"):
         save_checkpoint(tmp_path / f"{name}.pt", tiny_checkpoint)
-    quantize_all(tiny_checkpoint, ("fp32",), calibration_batch(tiny_dataset, 1), tmp_path / "quantized")
-    cfg = BenchmarkConfig(batch_sizes=(1, 8), warmup=1, repeats=3, max_seconds=0.2, compile=("fp32",))
-    result = run_benchmark(tmp_path, tiny_dataset, cfg)
-    row, eager = result["variants"]["fp32+compile"], result["variants"]["fp32"]
+    quantize_all(tiny_checkpoint, qcfg("fp32"), QuantContext(calibration_batch(tiny_dataset, 1)), tmp_path / "quantized")
+    cfg = BenchmarkConfig(batch_sizes=(1, 8), warmup=1, repeats=3, max_seconds=0.2, compile=("fp32", "int9"))
+    result = run_benchmark(collect_artifacts(tmp_path), tiny_dataset, cfg)
+    row, eager = result["artifacts"]["fp32+compile"], result["artifacts"]["fp32"]
     assert "inductor-freezing" in row["runtime"] and row["top1"] == eager["top1"]  # 60 images: 8+8+...+4 padded
     assert row["size_bytes"] == eager["size_bytes"] and row["latency_ms_b1_median"] > 0
     runner = load_runner(tmp_path / "quantized/fp32.pt", 1, (1, 8))
     x = calibration_batch(tiny_dataset, 2)
     assert torch.allclose(runner.predict(x), tiny_checkpoint.model.eval()(x), atol=1e-4)  # 20 -> 8 + 8 + 4 padded
-    with pytest.raises(ConfigError, match="benchmark.compile: no variant named int9"):
-        run_benchmark(tmp_path, tiny_dataset, BenchmarkConfig(compile=("int9",)))
-    # a sweep branch may build fewer formats (quantize.sweep_formats): a compile name it lacks is skipped
-    quick = BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=2, max_seconds=0.1, compile=("int9",))
-    assert "int9+compile" not in run_benchmark(tmp_path, tiny_dataset, quick, branch=True)["variants"]
+    # a variant that does not build a format named in benchmark.compile: skipped, never an error
+    assert "int9+compile" not in result["artifacts"]
+    assert result["skipped"] == {"int9+compile": "not built by this variant"}
 
 
 def _int8_weight_codes(path):
@@ -198,14 +201,18 @@ def _int8_weight_codes(path):
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_prune_after_quantize_prunes_the_quantized_weights(tiny_checkpoint, tiny_dataset, tmp_path, scope):
     """One study pruned the quantized INT8 and FP16 weights directly (prune.order: after_quantize)."""
-    from cnn_compress.config import PruneConfig
-    from cnn_compress.pruning import global_sparsity, layer_sparsity
+    from cnn_compress.prune.config import PruneConfig
+    from cnn_compress.prune.pruning import global_sparsity, layer_sparsity
 
     formats = ("fp16", "fixed4", "int8_static")
     calib = calibration_batch(tiny_dataset, 4)
     prune = PruneConfig(order="after_quantize", ratio=0.5, scope=scope)
-    manifest = quantize_all(tiny_checkpoint, formats, calib, tmp_path,
-                            QuantContext(QuantizeConfig(formats=formats), calib, prune=prune))
+    import functools
+
+    from cnn_compress.prune.after_quantize import prune_artifact
+
+    manifest = quantize_all(tiny_checkpoint, qcfg(*formats), QuantContext(calib), tmp_path,
+                            functools.partial(prune_artifact, cfg=prune))
     fp16 = load_checkpoint(tmp_path / "fp16.pt")
     assert fp16.dtype == "float16" and abs(global_sparsity(fp16.model) - 50) <= 0.5
     fixed = load_checkpoint(tmp_path / "fixed4.pt")
@@ -225,27 +232,27 @@ def test_prune_after_quantize_prunes_the_quantized_weights(tiny_checkpoint, tiny
 
 
 def test_prune_after_quantize_rejects_unreachable_weights():
-    from cnn_compress.config import PruneConfig
-    from cnn_compress.errors import ConfigError
-    from cnn_compress.quantization import check_prune_after
+    from cnn_compress.core.errors import ConfigError
+    from cnn_compress.prune import after_quantize
+    from cnn_compress.prune.config import PruneConfig
 
-    with pytest.raises(UnsupportedFormatError, match="after_quantize cannot prune the weights of int8_dynamic"):
-        check_prune_after(("fp16", "int8_dynamic"), PruneConfig(order="after_quantize"))
+    with pytest.raises(UnsupportedFormatError, match="after_quantize cannot prune the weights of dyn"):
+        after_quantize.check({"half": "fp16", "dyn": "int8_dynamic"})
     with pytest.raises(ConfigError, match="prune.order: after_quantize prunes quantized weights one-shot"):
         PruneConfig(order="after_quantize", method="structured")
 
 
 def test_qat_and_fixed_fine_tuning_keep_pruned_weights_zero(tiny_checkpoint, tiny_dataset, tmp_path):
-    from cnn_compress.config import PruneConfig
-    from cnn_compress.pruning import global_sparsity, prune_model
+    from cnn_compress.prune.config import PruneConfig
+    from cnn_compress.prune.pruning import global_sparsity, prune_model
 
     pruned = tiny_checkpoint.derive(prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.6)), "prune", {})
     calib = calibration_batch(tiny_dataset, 4)
-    tuned = fixed_point(pruned, 4, QuantizeConfig(fixed_epochs=1, fixed_lr=0.05), calib, tiny_dataset,
+    tuned = fixed_point(pruned, FixedConfig(bits=4, epochs=1, lr=0.05), calib, tiny_dataset,
                         FinetuneConfig(device="cpu"))
     assert global_sparsity(tuned.model) >= 59.5
-    cfg = QuantizeConfig(formats=("int8_qat",), qat_lr=0.05)
-    quantize_all(pruned, ("int8_qat",), calib, tmp_path, QuantContext(cfg, calib, tiny_dataset, FinetuneConfig(device="cpu")))
+    quantize_all(pruned, qcfg(int8_qat={"lr": 0.05}), QuantContext(calib, tiny_dataset, FinetuneConfig(device="cpu")),
+                 tmp_path)
     codes = _int8_weight_codes(tmp_path / "int8_qat.pt2")
     zeros = sum(int((c == 0).sum()) for c in codes) / sum(c.numel() for c in codes)
     assert zeros >= 0.595  # the zeros survived QAT (and quantize to code 0)
@@ -254,7 +261,7 @@ def test_qat_and_fixed_fine_tuning_keep_pruned_weights_zero(tiny_checkpoint, tin
 def test_int8_programs_carry_int8_weights_only(tiny_checkpoint, tiny_dataset, tmp_path):
     """The converted program must not drag the float weights along (the file would outgrow FP32)."""
     calib = calibration_batch(tiny_dataset, 2)
-    quantize_all(tiny_checkpoint, ("fp32", "int8_static"), calib, tmp_path)
+    quantize_all(tiny_checkpoint, qcfg("fp32", "int8_static"), QuantContext(calib), tmp_path)
     program = torch.export.load(tmp_path / "int8_static.pt2")
     floats = [k for k, v in program.state_dict.items() if v.is_floating_point() and v.dim() == 4]
     assert not floats, floats[:3]  # no float conv weights left

@@ -3,15 +3,18 @@ import copy
 import pytest
 import torch
 
-from cnn_compress.checkpoint import load_checkpoint
-from cnn_compress.config import ExportConfig, PruneConfig
-from cnn_compress.data import calibration_batch
-from cnn_compress.errors import ConfigError
-from cnn_compress.evaluation import predict_logits, score
-from cnn_compress.export import export_all, verify
-from cnn_compress.pruning import prune_model
-from cnn_compress.quantization import check_formats, quantize_all
-from cnn_compress.runtimes import load_runner
+from cnn_compress.core.config import parse_section
+from cnn_compress.core.errors import ConfigError
+from cnn_compress.data.dataset import calibration_batch
+from cnn_compress.data.evaluation import predict_logits, score
+from cnn_compress.export.config import ExportConfig
+from cnn_compress.export.exporters import export_all, verify
+from cnn_compress.models.checkpoint import load_checkpoint
+from cnn_compress.prune.config import PruneConfig
+from cnn_compress.prune.pruning import prune_model
+from cnn_compress.quantize.config import QuantizeConfig
+from cnn_compress.quantize.formats import QuantContext, quantize_all
+from cnn_compress.runtimes.runners import load_runner
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,8 @@ def pruned(tiny_checkpoint):
 
 def test_every_format_builds_reloads_and_keeps_accuracy(pruned, tiny_dataset, tmp_path):
     calib = calibration_batch(tiny_dataset, 4)
-    manifest = quantize_all(pruned, ("fp32", "fp16", "int8_dynamic", "int8_static"), calib, tmp_path)
+    cfg = parse_section(QuantizeConfig, {"formats": ["fp32", "fp16", "int8_dynamic", "int8_static"]})
+    manifest = quantize_all(pruned, cfg, QuantContext(calib), tmp_path)
     assert set(manifest) == {"fp32", "fp16", "int8_dynamic", "int8_static"}
     images, labels = tiny_dataset.split("test")
     ref = predict_logits(pruned.model.eval(), images, tiny_dataset.mean, tiny_dataset.std, 64)
@@ -40,8 +44,8 @@ def test_every_format_builds_reloads_and_keeps_accuracy(pruned, tiny_dataset, tm
 
 
 def test_unknown_quantize_format():
-    with pytest.raises(ConfigError, match="quantize.formats: unknown format 'int4'"):
-        check_formats(("fp32", "int4"))
+    with pytest.raises(ConfigError, match="quantize.formats.int4: cannot tell the format from the name"):
+        parse_section(QuantizeConfig, {"formats": ["fp32", "int4"]})
 
 
 def test_onnx_and_ort_int8_agree_with_pytorch(pruned, tiny_dataset, tmp_path):

@@ -34,12 +34,15 @@ def test_queued_ratio_sweep_runs_two_workers_and_exp_show_lists_metrics(reproduc
         time.sleep(3)
     assert len(re.findall(r"\bSuccess\b", status)) == 2, status
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    sparsities = sorted(round(m["data"]["sparsity"]) for m in _find(shown, "metrics/prune.json")
+    sparsities = sorted(round(m["data"]["sparsity"]) for m in _find(shown, "metrics/main/fp32.json")
                         if isinstance(m, dict) and "data" in m)
     assert {60, 70} <= set(sparsities), sparsities  # both experiments' metrics, beside the baseline's 50
     assert 50 in sparsities
 
     table = run([sys.executable, str(ROOT / "tools/pareto.py"), "--wait"], cwd=repo).stdout
-    ratios = {line.split("|")[3].strip() for line in table.splitlines()[2:]}
-    assert {"0.5", "0.6", "0.7"} <= ratios, table
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()[2:]]
+    assert {"0.5", "0.6", "0.7"} <= {c[3] for c in cells}, table
+    assert {"fp32", "int8_static", "fixed4", "onnx", "ort_int8"} <= {c[2] for c in cells}  # every runtime
     assert "yes" in table  # at least one run is on the Pareto front
+    only = run([sys.executable, str(ROOT / "tools/pareto.py"), "--artifact", "ort_int8"], cwd=repo).stdout
+    assert {line.split("|")[3].strip() for line in only.splitlines()[2:]} == {"ort_int8"}

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, copy_project, dvc, git, run, set_params
 
 UP_TO_DATE = "Data and pipelines are up to date."
-OUTPUTS = ("data/prepared", "models", "reports/figures", "metrics", "plots")
+OUTPUTS = ("data/prepared", "models", "configs", "variants", "reports", "metrics", "plots")
 
 
 def ran(output: str) -> list[str]:
@@ -70,11 +70,11 @@ def test_local_remote_round_trip_and_run_cache(pipeline, tmp_path):
     set_params(mate, {"prune": {"ratio": 0.7}})
     dvc("pull", "--run-cache", cwd=mate)
     out = dvc("repro", "--pull", cwd=mate).stdout
-    for stage in ("prune", "finetune", "quantize", "export", "benchmark"):
+    for stage in ("variants", "prune@main", "finetune@main", "quantize@main", "export@main", "benchmark@main"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
     assert "Stage 'report' is cached - skipping run, checking out outputs" in out
     assert ran(out) == [], out
-    assert json.loads((mate / "metrics/prune.json").read_text())["sparsity"] == pytest.approx(70, abs=0.5)
+    assert json.loads((mate / "variants/main/prune.json").read_text())["sparsity"] == pytest.approx(70, abs=0.5)
 
 
 @pytest.mark.slow

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnn_compress import sources
-from cnn_compress.checkpoint import load_pretrained
-from cnn_compress.config import DataConfig
-from cnn_compress.data import prepare
-from cnn_compress.errors import DataError
-from cnn_compress.evaluation import predict_logits, score
-from cnn_compress.models import build_model
+from cnn_compress.core.errors import DataError
+from cnn_compress.data import sources
+from cnn_compress.data.config import DataConfig
+from cnn_compress.data.dataset import prepare
+from cnn_compress.data.evaluation import predict_logits, score
+from cnn_compress.models.checkpoint import load_pretrained
+from cnn_compress.models.zoo import build_model
 
 SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CLASSES = ["cat", "dog", "ship"]

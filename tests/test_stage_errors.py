@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, set_params
+from conftest import ROOT, set_params, set_variants
 
-from cnn_compress.checkpoint import save_checkpoint
+from cnn_compress.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture()
@@ -20,18 +20,21 @@ def project(tmp_path, tiny_checkpoint):
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     save_checkpoint(tmp_path / "models/baseline.pt", tiny_checkpoint)
-    (tmp_path / "models/pruned.pt").write_bytes(b"earlier output")
+    (tmp_path / "variants/main").mkdir(parents=True)
+    (tmp_path / "variants/main/pruned.pt").write_bytes(b"earlier output")
     return tmp_path
 
 
 def stage(project, name):
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, f"stages/{name}.py"], cwd=project, env=env, capture_output=True, text=True)
+    name, *options = name.split()
+    return subprocess.run([sys.executable, f"stages/{name}.py", *options], cwd=project, env=env,
+                          capture_output=True, text=True)
 
 
 def stage_in_process(project, name, monkeypatch, capsys) -> tuple[object, str]:
-    """(exit code, stderr) of ``python stages/<name>.py [options]`` run here; any other exception
-    fails the test. ``name`` may carry options: ``"quantize --dir sweeps/0.3"``."""
+    """(exit code, stderr) of ``python stages/<name>.py [args]`` run here; any other exception
+    fails the test. ``name`` may carry arguments: ``"quantize main"``."""
     monkeypatch.chdir(project)
     name, *options = name.split()
     monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", *options])
@@ -41,43 +44,58 @@ def stage_in_process(project, name, monkeypatch, capsys) -> tuple[object, str]:
     return exc.value.code, capsys.readouterr().err
 
 
+def resolve(project, monkeypatch, capsys) -> None:
+    """Run the variants stage (configs/<variant>/*.json), as dvc would before a variant stage."""
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["stages/variants.py"])
+    runpy.run_path("stages/variants.py", run_name="__main__")
+
+
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("prune", {"prune": {"ratio": 1.5}}, "error: prune.ratio: must be in [0, 1), got 1.5"),
-        ("prune", {"prune": {"ratoi": 0.5}}, "error: prune.ratoi: unknown key (did you mean 'ratio'?)"),
-        ("prune", {"prune": {"method": "magic"}}, "error: prune.method: unknown method 'magic'"),
+        ("variants", {"prune": {"ratio": 1.5}}, "error: prune.ratio: must be in [0, 1), got 1.5"),
+        ("variants", {"prune": {"ratoi": 0.5}}, "error: prune.ratoi: unknown key (did you mean 'ratio'?)"),
+        ("variants", {"variants": {"main": {"prune": {"ratio": 1.5}}}},
+         "error: variants.main.prune.ratio: must be in [0, 1), got 1.5"),
+        ("variants", {"variants": {"main": {"data": {"max_per_class": 3}}}},
+         "error: variants.main.data: a variant overrides only prune, finetune, quantize, export, benchmark"),
+        ("variants", {"variants": {}}, "error: variants: must map at least one variant name"),
+        ("variants", {"variants": {"a b": {}}}, "error: variants.a b: a variant name holds letters"),
+        ("variants", {"quantize": {"formats": ["int3"]}}, "error: quantize.formats.int3: cannot tell the format"),
+        ("variants", {"quantize": {"formats": ["fixed9"]}}, "error: quantize.formats.fixed9.bits: must be in [2, 8]"),
+        ("variants", {"quantize": {"formats": {"fixed4": {"scheme": "signed"}}}},
+         "error: quantize.formats.fixed4.scheme: must be one of symmetric, asymmetric, got 'signed'"),
+        ("variants", {"quantize": {"formats": {"int8_qat": {"epochs": 0}}}},
+         "error: quantize.formats.int8_qat.epochs: must be >= 1, got 0"),
+        ("variants", {"prune": {"order": "after_quantize", "method": "structured"}},
+         "error: prune.order: after_quantize prunes quantized weights one-shot"),
+        ("variants", {"prune": {"order": "after_quantize"}, "quantize": {"formats": ["fp32", "int8_dynamic"]}},
+         "error: variants.main: prune.order: after_quantize cannot prune the weights of int8_dynamic"),
+        ("prune main", {"prune": {"method": "magic"}}, "error: prune.method: unknown method 'magic'"),
+        ("export main", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
+        ("prune other", {}, "error: configs/other/prune.json: cannot read the resolved variant config"),
         ("train", {"train": {"epochs": "ten"}}, "error: train.epochs: must be an integer, got 'ten'"),
-        ("quantize", {"quantize": {"formats": ["int3"]}}, "error: quantize.formats: unknown format 'int3'"),
-        ("quantize", {"quantize": {"formats": ["fixed9"]}}, "error: quantize.formats: unknown format 'fixed9'"),
-        ("quantize", {"quantize": {"fixed_scheme": "signed"}},
-         "error: quantize.fixed_scheme: must be one of symmetric, asymmetric, got 'signed'"),
-        ("quantize", {"quantize": {"qat_epochs": 0}}, "error: quantize.qat_epochs: must be >= 1, got 0"),
-        ("quantize --dir sweeps/0.3", {"quantize": {"sweep_formats": ["int3"]}},
-         "error: quantize.sweep_formats: unknown format 'int3'"),
-        ("quantize", {"quantize": {"sweep_formats": []}},
-         "error: quantize.sweep_formats: must name at least one format, or be null"),
-        ("export --dir sweeps/0.3", {"export": {"sweep_formats": ["tflite"]}},
-         "error: export.sweep_formats: unknown format 'tflite'"),
-        ("export", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
         ("prepare", {"data": {"name": "imagenet"}}, "error: data.name: unknown data set 'imagenet'"),
         ("train", {}, "error: data/prepared: prepared data set not found"),
         ("prepare", {"data": {"name": "imagefolder"}}, "error: data.source: imagefolder needs a directory"),
         ("prepare", {"data": {"name": "imagefolder", "source": "no.tar.gz"}}, "error: no.tar.gz: data.source not found"),
         ("prepare", {"data": {"mean": [0.5]}}, "error: data.mean: must list 3 channel values or none"),
         ("train", {"model": {"reset_head": True}}, "error: model.reset_head: needs model.pretrained"),
-        ("sweep", {"prune": {"ratios": [0.3]}}, "error: sweep: branch results missing (sweeps/0.3/metrics/benchmark.json)"),
-        ("prune", {"prune": {"order": "after_quantize", "method": "structured"}},
-         "error: prune.order: after_quantize prunes quantized weights one-shot"),
     ],
 )
 def test_bad_params_and_missing_inputs(project, name, params, message, monkeypatch, capsys):
+    variants = params.pop("variants", None)
     set_params(project, params)
+    if variants is not None:
+        set_variants(project, variants)
+    if name.split()[0] in ("prune", "export"):
+        resolve(project, monkeypatch, capsys)
     code, err = stage_in_process(project, name, monkeypatch, capsys)
     assert code == 2
     assert err.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in err
-    assert (project / "models/pruned.pt").read_bytes() == b"earlier output"
+    assert (project / "variants/main/pruned.pt").read_bytes() == b"earlier output"
 
 
 @pytest.mark.parametrize(("content", "message"), [(None, "checkpoint not found"), (b"PK\x03\x04junk", "corrupt")])
@@ -86,6 +104,19 @@ def test_missing_or_corrupt_checkpoint(project, content, message):
     path.unlink()
     if content is not None:
         path.write_bytes(content)
-    proc = stage(project, "prune")
+    assert stage(project, "variants").returncode == 0
+    proc = stage(project, "prune main")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    assert (project / "models/pruned.pt").read_bytes() == b"earlier output"
+    assert (project / "variants/main/pruned.pt").read_bytes() == b"earlier output"
+
+
+@pytest.mark.parametrize("name", ["prepare", "train", "baseline", "variants", "prune", "finetune", "quantize",
+                                  "export", "benchmark", "report"])
+def test_every_stage_answers_help_with_what_it_reads_and_writes(project, name, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", "--help"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(f"stages/{name}.py", run_name="__main__")
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "Reads:" in out and "Writes:" in out

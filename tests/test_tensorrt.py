@@ -7,12 +7,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from cnn_compress import trt_engine
-from cnn_compress.config import ExportConfig
-from cnn_compress.data import calibration_batch
-from cnn_compress.errors import ConfigError, UnsupportedFormatError
-from cnn_compress.export import check_formats, export_all, verify, write_onnx, write_qdq_onnx
-from cnn_compress.runtimes import load_runner
+from cnn_compress.core.errors import ConfigError, UnsupportedFormatError
+from cnn_compress.data.dataset import calibration_batch
+from cnn_compress.export.config import ExportConfig
+from cnn_compress.export.exporters import check_formats, export_all, verify, write_onnx, write_qdq_onnx
+from cnn_compress.runtimes import trt_engine
+from cnn_compress.runtimes.runners import load_runner
 
 TRT_MISSING = trt_engine.unavailable()
 FORMATS = ("tensorrt_fp32", "tensorrt_fp16", "tensorrt_int8")

@@ -2,10 +2,10 @@ import hashlib
 
 import torch
 
-from cnn_compress.checkpoint import Checkpoint, save_checkpoint
-from cnn_compress.config import TrainConfig
-from cnn_compress.models import build_model
-from cnn_compress.training import cosine_lr, evaluate, setup_torch, train_model
+from cnn_compress.models.checkpoint import Checkpoint, save_checkpoint
+from cnn_compress.models.zoo import build_model
+from cnn_compress.train.config import TrainConfig
+from cnn_compress.train.loop import cosine_lr, evaluate, setup_torch, train_model
 
 
 def _train_once(ds, tmp_path, name):
@@ -36,7 +36,7 @@ def test_cosine_schedule_ends_near_zero():
 
 
 def test_frozen_layers_and_their_batchnorm_stay_fixed(tiny_dataset):
-    from cnn_compress.training import freeze
+    from cnn_compress.train.loop import freeze
 
     setup_torch(0, 2)
     model = build_model("resnet8", num_classes=tiny_dataset.num_classes, width=8)

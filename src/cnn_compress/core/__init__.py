@@ -1,0 +1,1 @@
+"""The ground floor: errors, atomic writes, registries, config coercion, stage plumbing."""

@@ -1,0 +1,1 @@
+"""Data sources, uint8 tensors and their splits, augmentation, accuracy over a split."""

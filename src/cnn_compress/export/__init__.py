@@ -1,0 +1,1 @@
+"""Deployable artifacts: ONNX, ONNX Runtime INT8, TensorRT engines."""

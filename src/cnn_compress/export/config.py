@@ -1,0 +1,27 @@
+"""The ``export`` section: deployable formats and their calibration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from cnn_compress.core.config import require
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    SECTION: ClassVar[str] = "export"
+    formats: tuple[str, ...] = ("onnx", "ort_int8")
+    opset: int = 18  # recent enough for every op we emit, old enough for every runtime
+    calib_per_class: int = 32  # as quantize.calib_per_class, for ONNX Runtime's static INT8
+    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    trt_opt_batch: int = 1  # tensorrt_*: the batch the engine is tuned for (1 = latency)
+    trt_max_batch: int = 256  # tensorrt_*: largest batch the engine accepts (the evaluation batch)
+    trt_workspace_mb: int = 1024  # tensorrt_*: builder scratch memory
+
+    def __post_init__(self) -> None:
+        require(1 <= self.trt_opt_batch <= self.trt_max_batch, "export.trt_opt_batch",
+                 "must be in [1, export.trt_max_batch]")
+        require(self.trt_workspace_mb >= 16, "export.trt_workspace_mb", "must be >= 16")
+        require(len(set(self.formats)) == len(self.formats), "export.formats", "has duplicates")
+        require(13 <= self.opset <= 23, "export.opset", f"must be in [13, 23], got {self.opset}")
+        require(self.calib_per_class >= 1, "export.calib_per_class", "must be >= 1")

@@ -1,0 +1,184 @@
+"""Export formats, one handler per name in ``export.formats``.
+
+- ``onnx``: fp32 ONNX with a dynamic batch axis, weights inside the file, checked by the ONNX
+  checker.
+- ``ort_int8``: ONNX Runtime static quantization (QDQ, per-channel INT8 weights), calibrated on a
+  class-balanced subset of the training split with MinMax / Entropy / Percentile.
+- ``tensorrt_fp32`` / ``tensorrt_fp16`` / ``tensorrt_int8``: serialized TensorRT engines
+  (``trt_engine.py``) built from an fp32 ONNX model, an FP16 ONNX model, and a Q/DQ ONNX model with
+  symmetric zero-point-0 INT8 activations and weights (what explicit quantization requires).
+  Optional: they need the ``tensorrt`` extra and a CUDA GPU, checked before any work starts.
+Every artifact is then checked against its PyTorch source on the test split.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnn_compress.core import atomic
+from cnn_compress.core.errors import UnsupportedFormatError
+from cnn_compress.core.registry import Registry
+from cnn_compress.export.config import ExportConfig
+from cnn_compress.models.checkpoint import Checkpoint
+
+Exporter = Callable[[Checkpoint, torch.Tensor, Path, ExportConfig], None]
+EXPORTERS: Registry[Exporter] = Registry("export.formats", "format")  # meta: suffix
+
+
+def register_exporter(name: str, suffix: str,
+                      requires: Callable[[], str | None] = lambda: None) -> Callable[[Exporter], Exporter]:
+    return EXPORTERS.register(name, suffix=suffix, requires=requires)
+
+
+def exporter_names() -> list[str]:
+    return EXPORTERS.names()
+
+
+def check_formats(formats: tuple[str, ...], key: str = "export.formats") -> None:
+    """Unknown formats and formats this machine cannot build fail before any work starts."""
+    for name in formats:
+        EXPORTERS.check(name, key)
+        if reason := EXPORTERS.meta(name)["requires"]():
+            raise UnsupportedFormatError(f"{key}: {name} cannot run on this machine: {reason}")
+
+
+def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: ExportConfig) -> dict[str, str]:
+    """Write every format of ``cfg.formats`` into ``out_dir``; return name -> file name."""
+    check_formats(cfg.formats)
+    files = {}
+    for name in cfg.formats:
+        suffix, handler = EXPORTERS.meta(name)["suffix"], EXPORTERS.get(name)
+        path = out_dir / f"{name}{suffix}"
+        handler(ckpt, calib, path, cfg)
+        files[name] = path.name
+    return files
+
+
+def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+               dtype: torch.dtype | None = torch.float32) -> None:
+    """ONNX (fp32 unless ``dtype`` is None: then the model's own dtype), dynamic batch, one file,
+    validated by the ONNX checker; written atomically."""
+    import onnx
+
+    model = (model.to(dtype) if dtype else model).eval()
+    with atomic.atomic_path(path) as tmp, _quiet():
+        torch.onnx.export(
+            model, (example,), str(tmp), dynamo=True, opset_version=opset, input_names=["input"],
+            output_names=["logits"], dynamic_shapes=({0: "batch"},), external_data=False, verbose=False,
+        )
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The dynamo exporter prints progress lines; keep stage logs to what matters."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@register_exporter("onnx", ".onnx")
+def _onnx(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+    write_onnx(ckpt.model, calib[:2], path, cfg.opset)
+
+
+class _CalibReader:
+    """ONNX Runtime's CalibrationDataReader protocol over an in-memory tensor."""
+
+    def __init__(self, name: str, calib: torch.Tensor, batch: int = 32) -> None:
+        self._batches = iter([{name: calib[i : i + batch].numpy()} for i in range(0, len(calib), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def write_qdq_onnx(model: torch.nn.Module, calib: torch.Tensor, path: Path, opset: int, method: str,
+                   symmetric: bool) -> None:
+    """Static INT8 Q/DQ ONNX, per-channel weights, calibrated on ``calib``.
+
+    ``symmetric`` makes activations signed INT8 with zero-point 0 (TensorRT's requirement);
+    otherwise activations are UINT8 with a zero-point, which suits ReLU networks on ONNX Runtime.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # quantize_static logs a line per tensor
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        stack.callback(root.setLevel, level)
+        fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        write_onnx(model, calib[:2], fp32, opset)
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        with atomic.atomic_path(path) as out:
+            try:
+                quantize_static(
+                    str(pre), str(out), _CalibReader("input", calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calibrate,
+                    # 7-bit weights: x86 CPUs without VNNI (AVX2, AVX-512F) run ONNX Runtime's U8S8
+                    # QLinearConv / MatMul with vpmaddubsw, whose int16 pair sums saturate with 8-bit
+                    # weights (255 * 127 * 2 > 32767); measured here: 30% top-1 agreement without it
+                    reduce_range=True,
+                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                   "CalibTensorRangeSymmetric": symmetric},
+                )
+            except Exception as exc:
+                raise UnsupportedFormatError(f"{path.stem}: ONNX Runtime quantization failed ({exc})") from None
+
+
+@register_exporter("ort_int8", ".onnx")
+def _ort_int8(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+    write_qdq_onnx(ckpt.model, calib, path, cfg.opset, cfg.calib_method, symmetric=False)
+
+
+def _tensorrt(precision: str) -> Exporter:
+    def build(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+        from cnn_compress.runtimes import trt_engine
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / f"{precision}.onnx"
+            if precision == "int8":
+                write_qdq_onnx(ckpt.model, calib, onnx_path, cfg.opset, cfg.calib_method, symmetric=True)
+            elif precision == "fp16":
+                write_onnx(copy.deepcopy(ckpt.model).half(), calib[:2].half(), onnx_path, cfg.opset, dtype=None)
+            else:
+                write_onnx(ckpt.model, calib[:2], onnx_path, cfg.opset)
+            profile = trt_engine.Profile(tuple(calib.shape[1:]), cfg.trt_opt_batch, cfg.trt_max_batch)
+            atomic.write_bytes(path, trt_engine.build_engine(onnx_path, profile, cfg.trt_workspace_mb))
+
+    return build
+
+
+def _trt_unavailable() -> str | None:
+    from cnn_compress.runtimes import trt_engine
+
+    return trt_engine.unavailable()
+
+
+for _precision in ("fp32", "fp16", "int8"):
+    register_exporter(f"tensorrt_{_precision}", ".engine", requires=_trt_unavailable)(_tensorrt(_precision))
+
+
+def verify(source: torch.nn.Module, files: dict[str, str], out_dir: Path, ds: Any, threads: int = 1) -> dict[str, Any]:
+    """Top-1 agreement and max |logit difference| of each artifact against its PyTorch source."""
+    from cnn_compress.data.evaluation import agreement, predict_logits
+    from cnn_compress.runtimes.runners import load_runner
+
+    images, _ = ds.split("test")
+    ref = predict_logits(lambda x: source.float()(x), images, ds.mean, ds.std, 256)
+    report = {}
+    for name, file in files.items():
+        runner = load_runner(out_dir / file, threads)
+        logits = predict_logits(runner.predict, images, ds.mean, ds.std, 256)
+        report[name] = agreement(ref, logits) | {"size_bytes": (out_dir / file).stat().st_size}
+    return report

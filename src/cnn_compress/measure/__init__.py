@@ -1,0 +1,1 @@
+"""Measure every artifact the same way: accuracy, params, MACs, sizes, latency, throughput."""

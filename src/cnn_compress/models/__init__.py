@@ -1,0 +1,1 @@
+"""The model registry, the CIFAR ResNets and the self-describing checkpoint."""

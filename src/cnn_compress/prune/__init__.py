@@ -1,0 +1,1 @@
+"""Unstructured and structured pruning, before or after quantization."""

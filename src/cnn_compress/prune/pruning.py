@@ -1,0 +1,209 @@
+"""Pruning methods, one handler per ``prune.method`` in a registry, each one-shot or iterative.
+
+``l1_unstructured`` zeroes the smallest-magnitude conv and linear weights, with one global
+threshold or the same ratio per layer; the masks are made permanent (plain zeros in a plain
+tensor), so the pruned checkpoint loads like any other and fine-tuning recovers the masks from
+the zeros. ``structured`` removes whole channels with torch-pruning's dependency graph, so the
+saved model is smaller and faster; its checkpoint records the new shapes and loads without
+torch-pruning.
+
+CIFAR ResNets with "option A" shortcuts pad channels with zeros in a parameter-free op that the
+dependency graph does not follow: pruning a residual channel there leaves a model that no longer
+runs. For such models only the block-internal channels (each block's first conv) are pruned.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from cnn_compress.core.errors import ConfigError
+from cnn_compress.core.registry import Registry
+from cnn_compress.models.zoo import BasicBlock, PadShortcut
+from cnn_compress.prune.config import PruneConfig
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+AfterStep = Callable[[nn.Module, int], None]  # called after pruning step k (1-based): train here
+
+
+@dataclass
+class PruneContext:
+    example: torch.Tensor  # normalised, class-balanced images: the graph is traced on them, Taylor scores too
+    labels: torch.Tensor
+    head: str  # the classifier's module name: its outputs are the classes, never pruned
+
+    @classmethod
+    def random(cls, head: str, shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10) -> PruneContext:
+        gen = torch.Generator().manual_seed(0)
+        return cls(torch.randn(8, *shape, generator=gen), torch.arange(8) % num_classes, head)
+
+
+Pruner = Callable[[nn.Module, PruneConfig, PruneContext, "AfterStep | None"], nn.Module]
+PRUNERS: Registry[Pruner] = Registry("prune.method", "method")
+
+
+def register_pruner(name: str) -> Callable[[Pruner], Pruner]:
+    return PRUNERS.register(name)
+
+
+def pruner_names() -> list[str]:
+    return PRUNERS.names()
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def prune_model(
+    model: nn.Module, cfg: PruneConfig, ctx: PruneContext | None = None, after_step: AfterStep | None = None
+) -> nn.Module:
+    """Prune ``model`` with ``cfg.method`` to ``cfg.ratio`` in ``cfg.steps`` steps; returns it."""
+    pruner = PRUNERS.get(cfg.method)
+    if cfg.ratio == 0:
+        return model
+    return pruner(model, cfg, ctx or PruneContext.random("linear"), after_step)
+
+
+@register_pruner("l1_unstructured")
+def l1_unstructured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
+    layers = prunable_layers(model)
+    for k in range(1, cfg.steps + 1):
+        amount = cfg.ratio * k / cfg.steps  # zeros rank lowest, so earlier steps' zeros stay zero
+        if cfg.scope == "global":
+            torch_prune.global_unstructured(
+                [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=amount
+            )
+        else:
+            for _, m in layers:
+                torch_prune.l1_unstructured(m, "weight", amount=amount)
+        for _, m in layers:
+            torch_prune.remove(m, "weight")  # make the mask permanent: zeros in a plain parameter
+        if after_step:
+            after_step(model, k)
+    return model
+
+
+def prune_int8_program(program: Any, cfg: PruneConfig) -> int:
+    """Zero the smallest INT8 weights of a PT2E program in place (``prune.order: after_quantize``).
+
+    The weights are the int8 tensors feeding ``dequantize_per_channel``; a weight's magnitude is
+    ``|q - zero_point| * scale`` of its channel, ranked globally or per layer like ``l1_unstructured``,
+    and a pruned code is set to the zero-point, so it dequantizes to exactly 0. Returns how many
+    weights were zeroed.
+    """
+    sig = program.graph_signature
+    names = {**sig.inputs_to_buffers, **sig.inputs_to_parameters, **sig.inputs_to_lifted_tensor_constants}
+
+    def tensor(node: Any) -> torch.Tensor:
+        name = names[node.name]
+        return program.state_dict[name] if name in program.state_dict else program.constants[name]
+
+    layers = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.quantized_decomposed.dequantize_per_channel.default:
+            q = tensor(node.args[0])
+            if q.dtype == torch.int8:
+                shape = [1] * q.dim()
+                shape[node.args[3]] = -1
+                zero = tensor(node.args[2]).view(shape).to(torch.int32)
+                layers.append((q, zero, (q.to(torch.int32) - zero).abs() * tensor(node.args[1]).view(shape)))
+    groups = [layers] if cfg.scope == "global" else [[layer] for layer in layers]
+    zeroed = 0
+    for group in groups:
+        mags = torch.cat([m.flatten() for _, _, m in group])
+        mask = torch.zeros(len(mags), dtype=torch.bool)
+        mask[torch.argsort(mags, stable=True)[: round(cfg.ratio * len(mags))]] = True
+        for (q, zero, _), m in zip(group, mask.split([g[2].numel() for g in group]), strict=True):
+            m = m.view(q.shape)
+            q.copy_(torch.where(m, zero.expand(q.shape).to(torch.int8), q))
+            zeroed += int(m.sum())
+    return zeroed
+
+
+def structured_policy(model: nn.Module) -> str:
+    """``block-internal`` for option-A CIFAR ResNets (see the module docstring), else ``all``."""
+    return "block-internal" if any(isinstance(m, PadShortcut) for m in model.modules()) else "all"
+
+
+def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str) -> list[nn.Module]:
+    names = dict(prunable_layers(model))
+    ignored = set()
+    for prefix in (head, *cfg.ignore):
+        hits = {n for n in names if n == prefix or n.startswith(f"{prefix}.")}
+        if not hits:
+            raise ConfigError(f"prune.ignore: {prefix!r} names no conv or linear layer")
+        ignored |= hits
+    if structured_policy(model) == "block-internal":
+        internal = {f"{n}.conv1" for n, m in model.named_modules() if isinstance(m, BasicBlock)}
+        ignored |= set(names) - internal
+    return [names[n] for n in sorted(ignored)]
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    }[name]()
+
+
+@register_pruner("structured")
+def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
+    """Channel pruning through torch-pruning's ``BasePruner`` (its iterative steps drive the schedule)."""
+    import torch_pruning as tp
+
+    model.eval()  # tracing must not move BatchNorm statistics
+    pruner = tp.pruner.BasePruner(
+        model, ctx.example[:1], importance=_importance(cfg.importance), global_pruning=cfg.scope == "global",
+        pruning_ratio=cfg.ratio, max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
+        ignored_layers=_ignored_layers(model, cfg, ctx.head), round_to=cfg.round_to if cfg.round_to > 1 else None,
+    )
+    for k in range(1, cfg.steps + 1):
+        model.eval()
+        if cfg.importance == "taylor":
+            model.zero_grad()
+            F.cross_entropy(model(ctx.example), ctx.labels).backward()
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if after_step:
+            after_step(model, k)
+    return model
+
+
+def pruned_ratio(history: list[dict[str, Any]]) -> float:
+    """The ratio the last prune step in a checkpoint's history used (0 if never pruned)."""
+    return next((float(h["config"].get("ratio", 0.0)) for h in reversed(history) if h.get("stage") == "prune"), 0.0)
+
+
+def sparsity_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Masks (1 = kept) of every prunable weight that has zeros, keyed by parameter name."""
+    masks = {}
+    for name, m in prunable_layers(model):
+        mask = (m.weight != 0).to(m.weight.dtype)
+        if not bool(mask.all()):
+            masks[f"{name}.weight" if name else "weight"] = mask
+    return masks
+
+
+def layer_sparsity(model: nn.Module) -> list[dict[str, Any]]:
+    """Per-layer weight counts and sparsity (percent) of the prunable layers."""
+    rows = []
+    for name, m in prunable_layers(model):
+        n = m.weight.numel()
+        zeros = n - int(torch.count_nonzero(m.weight))
+        rows.append({"layer": name, "params": n, "zeros": zeros, "sparsity": round(100.0 * zeros / n, 4)})
+    return rows
+
+
+def global_sparsity(model: nn.Module) -> float:
+    rows = layer_sparsity(model)
+    total = sum(r["params"] for r in rows)
+    return round(100.0 * sum(r["zeros"] for r in rows) / max(total, 1), 4)

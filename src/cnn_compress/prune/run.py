@@ -1,0 +1,52 @@
+"""The prune stage's work: prune a trained checkpoint for one variant and describe the result."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from cnn_compress.core.config import to_dict
+from cnn_compress.data.dataset import Dataset, balanced_subset, normalize
+from cnn_compress.models.checkpoint import Checkpoint
+from cnn_compress.models.zoo import count_macs, count_params, head_name
+from cnn_compress.prune.config import PruneConfig
+from cnn_compress.prune.pruning import (
+    PRUNERS,
+    PruneContext,
+    global_sparsity,
+    prune_model,
+    sparsity_masks,
+    structured_policy,
+)
+from cnn_compress.train.config import FinetuneConfig
+from cnn_compress.train.loop import setup_torch, train_model
+
+
+def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
+                     step_cfg: FinetuneConfig | None) -> tuple[Checkpoint, dict[str, Any]]:
+    """The pruned checkpoint and its summary (sparsity, params, MACs, policy).
+
+    ``step_cfg``: the finetune settings trained between iterative steps (None: no training). With
+    ``order: after_quantize`` the model passes through and the quantize stage prunes each artifact.
+    """
+    PRUNERS.check(cfg.method)  # a bad method fails before any work
+    setup_torch(step_cfg.seed if step_cfg else 0, step_cfg.threads if step_cfg else 2)
+    images, labels = ds.split("train")
+    pick = balanced_subset(labels, 8)  # traced on these; Taylor importance takes gradients on them
+    ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch))
+    macs_before = count_macs(ckpt.model, ckpt.input_shape)
+
+    def after_step(model: nn.Module, step: int) -> None:  # iterative schedules train between steps
+        if step_cfg is not None:
+            train_model(model, ds, dataclasses.replace(step_cfg, epochs=cfg.step_epochs), masks=sparsity_masks(model))
+
+    policy = structured_policy(ckpt.model) if cfg.method == "structured" else "all"
+    if cfg.order == "after_quantize":
+        policy, cfg = "deferred to quantize (prune.order: after_quantize)", dataclasses.replace(cfg, ratio=0.0)
+    model = prune_model(ckpt.model, cfg, ctx, after_step)
+    total, nonzero = count_params(model)
+    macs = count_macs(model, ckpt.input_shape)
+    summary = {"sparsity": global_sparsity(model), "params": total, "params_nonzero": nonzero, "macs": macs,
+               "macs_ratio": round(macs / macs_before, 4), "policy": policy, "ratio": cfg.ratio}
+    return ckpt.derive(model, "prune", to_dict(cfg) | {"policy": policy}), summary

@@ -1,0 +1,1 @@
+"""One config and one handler per quantization format; simulated fixed point."""

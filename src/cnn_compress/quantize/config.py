@@ -1,0 +1,168 @@
+"""The ``quantize`` section: one small typed config per format, torchao style.
+
+``quantize.formats`` is a list of names (each with its defaults) or a mapping from artifact name
+to settings. The settings' type picks the handler (``quantize/formats.py`` keys handlers by config
+class): ``type`` names it, or the artifact name does (``int8_static``; ``fixed4`` is a ``fixed``
+config with 4 bits). So one variant can build ``fixed4_sym: {bits: 4}`` beside
+``fixed4_asym: {type: fixed, bits: 4, scheme: asymmetric}``, each named for what it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from cnn_compress.core.config import coerce, require
+from cnn_compress.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FormatConfig:
+    """Base of every format's settings; ``TYPE`` is the name users write as ``type``."""
+
+    TYPE: ClassVar[str] = ""
+    TRAINS: ClassVar[bool] = False  # reads the finetune section (QAT, straight-through fine-tuning)
+
+    def check(self, key: str) -> None:
+        """Validate values; ``key`` is the dotted prefix errors name (``quantize.formats.fixed4``)."""
+
+    def trains(self) -> bool:
+        return self.TRAINS
+
+
+@dataclass(frozen=True)
+class Fp32Config(FormatConfig):
+    TYPE: ClassVar[str] = "fp32"
+
+
+@dataclass(frozen=True)
+class Fp16Config(FormatConfig):
+    TYPE: ClassVar[str] = "fp16"
+
+
+@dataclass(frozen=True)
+class Int8DynamicConfig(FormatConfig):
+    TYPE: ClassVar[str] = "int8_dynamic"
+
+
+@dataclass(frozen=True)
+class Int8StaticConfig(FormatConfig):
+    TYPE: ClassVar[str] = "int8_static"
+
+
+@dataclass(frozen=True)
+class Int8MixedConfig(FormatConfig):
+    TYPE: ClassVar[str] = "int8_mixed"
+    float_modules: tuple[str, ...] = ()  # module names kept FP32 (() = the classifier)
+
+
+@dataclass(frozen=True)
+class Int8QatConfig(FormatConfig):
+    TYPE: ClassVar[str] = "int8_qat"
+    TRAINS: ClassVar[bool] = True
+    epochs: int = 1  # quantization-aware epochs (batch size, seed... from the finetune section)
+    lr: float = 0.001  # small: QAT starts from converged weights and only adapts to rounding
+
+    def check(self, key: str) -> None:
+        require(self.epochs >= 1, f"{key}.epochs", f"must be >= 1, got {self.epochs}")
+        require(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class FixedConfig(FormatConfig):
+    """N-bit fixed point simulated in float (``fakequant.py``)."""
+
+    TYPE: ClassVar[str] = "fixed"
+    bits: int = 4
+    scheme: Literal["symmetric", "asymmetric"] = "symmetric"  # signed zero-point-0 grid or [min, max]
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"  # weights: one grid per output channel
+    activations: bool = True  # inputs of quantized layers on an N-bit grid too
+    layers: tuple[str, ...] = ()  # module-name prefixes quantized (() = every conv and linear)
+    skip: tuple[str, ...] = ()  # module names left in float, e.g. [conv1, linear]
+    epochs: int = 0  # fine-tuning epochs with the quantizers in place (straight-through estimator)
+    lr: float = 0.001
+
+    def check(self, key: str) -> None:
+        require(2 <= self.bits <= 8, f"{key}.bits", f"must be in [2, 8], got {self.bits}")
+        require(self.epochs >= 0, f"{key}.epochs", f"must be >= 0, got {self.epochs}")
+        require(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
+
+    def trains(self) -> bool:
+        return self.epochs > 0
+
+    def describe(self) -> str:
+        """What the artifact is, for tables: ``4-bit asym per-tensor, weights only, ft 2``."""
+        parts = [f"{self.bits}-bit {self.scheme[:3] if self.scheme == 'symmetric' else 'asym'}",
+                 self.granularity.replace("_", "-"), "w+a" if self.activations else "weights only"]
+        parts += [f"layers {'/'.join(self.layers)}"] if self.layers else []
+        parts += [f"skip {'/'.join(self.skip)}"] if self.skip else []
+        return ", ".join(parts + ([f"ft {self.epochs}"] if self.epochs else []))
+
+
+FORMAT_TYPES: dict[str, type[FormatConfig]] = {
+    cls.TYPE: cls for cls in (Fp32Config, Fp16Config, Int8DynamicConfig, Int8StaticConfig, Int8MixedConfig,
+                              Int8QatConfig, FixedConfig)
+}
+_FIXED_NAME = re.compile(r"fixed(\d+)")
+
+
+def parse_format(name: str, raw: Any, key: str) -> FormatConfig:
+    """One ``quantize.formats`` entry: its type from ``type`` or from the name, then its fields."""
+    raw = {} if raw is None else raw
+    require(isinstance(raw, dict), key, f"must be a mapping of settings, got {raw!r}")
+    raw = dict(raw)
+    implied: dict[str, Any] = {}
+    type_name = raw.pop("type", None)
+    if type_name is None:
+        if name in FORMAT_TYPES:
+            type_name = name
+        elif m := _FIXED_NAME.fullmatch(name):
+            type_name, implied = "fixed", {"bits": int(m.group(1))}
+        else:
+            raise ConfigError(f"{key}: cannot tell the format from the name; add type: "
+                              f"one of {', '.join(FORMAT_TYPES)}")
+    require(type_name in FORMAT_TYPES, f"{key}.type", f"unknown format type {type_name!r} "
+            f"(known: {', '.join(FORMAT_TYPES)})")
+    cfg = coerce(implied | raw, FORMAT_TYPES[type_name], key)
+    cfg.check(key)
+    return cfg
+
+
+def parse_formats(value: Any, key: str) -> tuple[tuple[str, FormatConfig], ...]:
+    """A list of names or a mapping name -> settings, as ordered (name, config) pairs."""
+    if isinstance(value, (list, tuple)):
+        require(all(isinstance(v, str) for v in value), key, f"list entries must be format names, got {value!r}")
+        require(len(set(value)) == len(value), key, "has duplicates")
+        value = {name: None for name in value}
+    require(isinstance(value, dict), key, f"must be a list of names or a mapping, got {value!r}")
+    require(len(value) > 0, key, "must name at least one format")
+    for name in value:
+        require(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None, key,
+                f"format names may hold letters, digits, '_', '.', '-', got {name!r}")
+    return tuple((name, parse_format(name, settings, f"{key}.{name}")) for name, settings in value.items())
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    SECTION: ClassVar[str] = "quantize"
+    COERCE: ClassVar[dict[str, Any]] = {"formats": parse_formats}
+    formats: tuple[tuple[str, FormatConfig], ...] = tuple(
+        (n, FORMAT_TYPES[n]()) for n in ("fp32", "fp16", "int8_dynamic", "int8_static", "int8_mixed", "int8_qat")
+    ) + (("fixed4", FixedConfig(bits=4)),)
+    calib_per_class: int = 32  # class-balanced calibration images from the training split
+
+    def __post_init__(self) -> None:
+        require(self.calib_per_class >= 1, "quantize.calib_per_class", "must be >= 1")
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.formats)
+
+    def trains(self) -> bool:
+        """Whether any format trains (then the finetune section is read too)."""
+        return any(cfg.trains() for _, cfg in self.formats)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (each format's settings with its ``type``), for configs and metrics."""
+        return {"formats": {n: {"type": c.TYPE} | dataclasses.asdict(c) for n, c in self.formats},
+                "calib_per_class": self.calib_per_class}

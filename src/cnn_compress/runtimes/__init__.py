@@ -1,0 +1,1 @@
+"""Run any artifact as a predict function: torch eager, torch.export, ONNX Runtime, TensorRT."""

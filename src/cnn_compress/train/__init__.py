@@ -1,0 +1,1 @@
+"""The training loop shared by train, finetune, QAT and straight-through fine-tuning."""

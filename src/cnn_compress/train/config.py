@@ -1,0 +1,70 @@
+"""The ``train`` and ``finetune`` sections: one training recipe, two defaults."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from cnn_compress.core.config import require
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    SECTION: ClassVar[str] = "train"
+    epochs: int = 15  # enough for > 95% on digits; CIFAR wants ~200
+    batch_size: int = 64
+    lr: float = 0.1  # peak learning rate of the cosine schedule
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # the CIFAR ResNet recipe
+    label_smoothing: float = 0.0
+    crop_pad: int = 2  # random-crop padding in pixels (0 = off); CIFAR uses 4
+    flip: bool = False  # horizontal flips: off for digits (a flipped 2 is not a 2), on for CIFAR
+    cutout: int = 0  # side of a random square zeroed per image (0 = off; 8 or 16 on CIFAR)
+    seed: int = 0  # fixes init, shuffling and augmentation: CPU runs are bit-for-bit reproducible
+    threads: int = 2  # torch intra-op threads; fixed so results do not depend on the machine's cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
+
+    def __post_init__(self) -> None:
+        sec = self.SECTION
+        require(self.epochs >= 0, f"{sec}.epochs", f"must be >= 0, got {self.epochs}")
+        require(self.batch_size >= 1, f"{sec}.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"{sec}.lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.momentum < 1, f"{sec}.momentum", f"must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, f"{sec}.weight_decay", "must be >= 0")
+        require(0 <= self.label_smoothing < 1, f"{sec}.label_smoothing", "must be in [0, 1)")
+        require(self.crop_pad >= 0, f"{sec}.crop_pad", "must be >= 0")
+        require(self.cutout >= 0, f"{sec}.cutout", "must be >= 0")
+        require(self.threads >= 1, f"{sec}.threads", f"must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One row of ``finetune.by_ratio``: settings for models pruned at most ``upto``."""
+
+    SECTION: ClassVar[str] = "finetune.by_ratio[]"
+    upto: float = 1.0
+    epochs: int = 5
+    lr: float = 0.01
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    SECTION: ClassVar[str] = "finetune"
+    epochs: int = 5  # recovers most of the accuracy lost to 50% sparsity on digits
+    lr: float = 0.01  # a tenth of training's: the weights are already good
+    by_ratio: tuple[RatioRow, ...] = ()  # harder pruning, longer fine-tuning: first row with ratio <= upto wins
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        uptos = [r.upto for r in self.by_ratio]
+        require(uptos == sorted(uptos), "finetune.by_ratio", "rows must be sorted by upto")
+        for i, row in enumerate(self.by_ratio):
+            require(0 <= row.upto <= 1, f"finetune.by_ratio[{i}].upto", f"must be in [0, 1], got {row.upto}")
+            require(row.epochs >= 0, f"finetune.by_ratio[{i}].epochs", "must be >= 0")
+            require(row.lr > 0, f"finetune.by_ratio[{i}].lr", "must be > 0")
+
+    def for_ratio(self, ratio: float) -> FinetuneConfig:
+        """These settings with epochs and lr from the first ``by_ratio`` row covering ``ratio``."""
+        row = next((r for r in self.by_ratio if ratio <= r.upto), None)
+        return self if row is None else dataclasses.replace(self, epochs=row.epochs, lr=row.lr)

@@ -1,0 +1,176 @@
+"""Training and fine-tuning: SGD + momentum + weight decay + cosine schedule, on tensors.
+
+With a fixed seed and thread count, CPU training is bit-for-bit reproducible (deterministic
+algorithms, one generator for shuffling and augmentation, no time-dependent state), so re-running
+an unchanged stage writes the same bytes and nothing downstream re-runs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from cnn_compress.core.errors import ConfigError
+from cnn_compress.data.dataset import Dataset, augment, batches, normalize
+from cnn_compress.data.evaluation import predict_logits, score
+from cnn_compress.train.config import TrainConfig
+
+
+def setup_torch(seed: int, threads: int) -> None:
+    """Seed everything and pin threads: the preconditions of reproducible CPU runs."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but CUDA is not available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    return 0.5 * base * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights again (momentum would otherwise revive them)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+
+
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Fix the parameters under each module-name prefix; returns how many tensors were frozen.
+
+    A prefix that matches nothing is a ``ConfigError`` (a typo would otherwise train everything).
+    """
+    params = dict(model.named_parameters())
+    frozen = 0
+    for prefix in prefixes:
+        hits = [n for n in params if n == prefix or n.startswith(f"{prefix}.")]
+        if not hits:
+            top = sorted({n.split(".")[0] for n in params})
+            raise ConfigError(f"model.freeze: {prefix!r} matches no parameter (top-level modules: {', '.join(top)})")
+        for n in hits:
+            params[n].requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def _hold_frozen_batchnorm(model: nn.Module) -> None:
+    """BatchNorm layers with frozen affine parameters also keep their running statistics."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
+            m.eval()
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): joins the process group ``torchrun`` describes, else (0, 1).
+
+    ``gloo`` on CPU, ``nccl`` on GPU (one GPU per process, ``LOCAL_RANK``).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def is_writer() -> bool:
+    """Only rank 0 writes outputs under ``torchrun``; a plain run always does."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def train_model(
+    model: nn.Module,
+    ds: Dataset,
+    cfg: TrainConfig,
+    masks: dict[str, torch.Tensor] | None = None,
+) -> list[dict[str, Any]]:
+    """Train in place; return one row per epoch (loss, accuracy, val loss/accuracy, lr).
+
+    Under ``torchrun`` each rank takes its share of every global batch (the same shuffled order
+    on all ranks) and DistributedDataParallel averages the gradients, so ``batch_size`` stays the
+    global batch and the schedule is the same as on one process.
+    """
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    model.to(device)
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    masks = {k: v.to(device) for k, v in (masks or {}).items()}
+    x_all, y_all = (t.to(device) for t in ds.split("train"))
+    opt = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+    )
+    order = torch.Generator().manual_seed(cfg.seed)  # identical on every rank: the same batches
+    aug = order if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
+    total = cfg.epochs * math.ceil(len(y_all) / cfg.batch_size)
+    step, history = 0, []
+    bar = tqdm(range(cfg.epochs), desc=cfg.SECTION, unit="epoch", disable=not sys.stderr.isatty() or rank > 0)
+    for epoch in bar:
+        model.train()
+        _hold_frozen_batchnorm(model)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        lr = cfg.lr
+        for idx in batches(len(y_all), cfg.batch_size, order):
+            if len(idx) < 2 * world:  # BatchNorm cannot train on a single image per rank
+                continue
+            idx = idx[rank::world].to(device)
+            lr = cosine_lr(cfg.lr, step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = augment(normalize(x_all[idx], ds.mean, ds.std), cfg.crop_pad, cfg.flip, aug, cfg.cutout)
+            y = y_all[idx]
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if masks:
+                apply_masks(model, masks)
+            step += 1
+            sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)])
+        if world > 1:
+            dist.all_reduce(sums)
+        loss_sum, correct, seen = sums.tolist()
+        row = {"epoch": epoch + 1, "lr": round(lr, 8), "train_loss": round(loss_sum / max(seen, 1), 6),
+               "train_acc": round(100.0 * correct / max(seen, 1), 4)}
+        if len(ds.splits["val"]):
+            val = evaluate(model, ds, "val")
+            row |= {"val_loss": val["loss"], "val_acc": val["top1"]}
+        history.append(row)
+        bar.set_postfix(loss=row["train_loss"], val_acc=row.get("val_acc"))
+    model.cpu().eval()
+    return history
+
+
+def evaluate(model: nn.Module, ds: Dataset, split: str = "test", batch_size: int = 256) -> dict[str, float]:
+    """Top-1 / top-5 / loss of a torch model on one split of a prepared data set."""
+    model.eval()
+    param = next(model.parameters())
+    images, labels = ds.split(split)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device=param.device, dtype=param.dtype))
+
+    return score(predict_logits(predict, images, ds.mean, ds.std, batch_size), labels)

@@ -1,0 +1,1 @@
+"""Resolve params.yaml into named variants, one config file per variant and stage."""

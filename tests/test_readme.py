@@ -1,0 +1,42 @@
+"""The README stays a guide that matches the code and the generated results."""
+import re
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+from readme import END, START, render  # noqa: E402
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_a_short_guide():
+    assert len(README.splitlines()) <= 200
+    for heading in ("## The two commands", "## The pipeline", "## Configure", "## Compare", "## Share and scale"):
+        assert heading in README
+
+
+def test_results_block_is_the_generated_summary():
+    summary = ROOT / "reports/summary.md"
+    if not summary.is_file():
+        pytest.skip("reports/summary.md is a DVC output: run `dvc repro` or `dvc pull` to check the README against it")
+    assert render(README, summary.read_text()) == README, "run `python tools/readme.py` after `dvc repro`"
+
+
+def test_results_block_holds_one_table_with_every_default_artifact():
+    block = README.split(START, 1)[1].split(END, 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| main ")]
+    artifacts = {cells.split("|")[2].strip() for cells in rows}
+    assert {"pruned", "finetuned", "fp32", "fp16", "int8_static", "int8_qat", "fixed4", "onnx", "ort_int8"} <= artifacts
+    assert re.search(r"Measured on .+ thread\(s\), torch", block)
+
+
+def test_every_stage_and_tool_named_in_the_readme_exists():
+    for script in re.findall(r"(?:stages|tools)/\w+\.py", README):
+        assert (ROOT / script).is_file(), script
+    for key in re.findall(r"`((?:prune|finetune|quantize|export|benchmark)\.\w+)(?![\w.])", README):
+        section, name = key.split(".")
+        if name in ("json", "csv", "pt"):  # a file such as `prune.json`, not a key
+            continue
+        assert re.search(rf"^{section}:\n(?:  .*\n|\s*#.*\n)*?  {name}:", (ROOT / "params.yaml").read_text(), re.M), key
