@@ -47,3 +47,24 @@ def test_unknown_artifact_kind_is_named(tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="cannot count the weights of '.tflite' files"):
         artifact_stats(tmp_path / "model.tflite")
+
+
+def test_timing_budget_bounds_warm_up_and_runs_of_a_slow_artifact():
+    import time
+
+    import torch
+
+    from cnn_compress.measure.benchmark import time_predict
+
+    calls = []
+
+    def slow(x):
+        calls.append(1)
+        time.sleep(0.03)
+        return x
+
+    times = time_predict(slow, torch.zeros(1), warmup=10, repeats=30, max_seconds=0.05)
+    assert len(times) == 3 and len(calls) <= 5  # 1-2 warm-up calls, then the minimum of 3 timed runs
+    assert all(t >= 25 for t in times)  # milliseconds
+    fast = time_predict(lambda x: x, torch.zeros(1), warmup=2, repeats=7, max_seconds=1.0)
+    assert len(fast) == 7

@@ -11,6 +11,7 @@ the run records with DVC, then every object any run record refers to.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def run_record_objects(cache_dir: Path) -> set[HashInfo]:
     return objs
 
 
+def dir_entries(local: object, oid: str) -> set[HashInfo]:
+    """The files of a directory output (a ``.dir`` manifest lists them): a ``cache: false``
+    metrics folder such as ``metrics/<variant>/`` needs its files on the remote, not only its list."""
+    entries = json.loads(Path(local.oid_to_path(oid)).read_text())  # type: ignore[attr-defined]
+    return {HashInfo("md5", e["md5"]) for e in entries if local.exists(e["md5"])}  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-r", "--remote", default=None, help="remote name (default: the default remote)")
@@ -40,6 +48,7 @@ def main() -> None:
         repo.push(remote=args.remote, run_cache=True)
         local = repo.cache.local
         objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
+        objs |= {f for h in objs if h.value.endswith(".dir") for f in dir_entries(local, h.value)}
         result = repo.cloud.push(objs, remote=args.remote, odb=None)
     except DvcException as exc:  # no remote, unreachable remote, missing credentials: one line
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

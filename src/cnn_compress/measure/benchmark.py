@@ -31,14 +31,18 @@ def time_predict(
 ) -> list[float]:
     """Milliseconds of up to ``repeats`` calls after ``warmup`` untimed ones.
 
-    Timing stops early once ``max_seconds`` are spent (keeping at least 3 runs), so one very slow
-    variant cannot dominate the stage. With ``cuda_events`` the time is taken by CUDA events on
-    the current stream around the call (GPU runners synchronise before returning).
+    Warm-up stops once half of ``max_seconds`` is spent (after at least one call) and timing once
+    ``max_seconds`` are spent (keeping at least 3 runs), so one very slow artifact (CPU FP16 at
+    batch 64: seconds per call) cannot dominate the stage. With ``cuda_events`` the time is taken
+    by CUDA events on the current stream around the call (GPU runners synchronise before returning).
     """
     times: list[float] = []
     with torch.inference_mode():
+        warm_end = time.perf_counter() + max_seconds / 2
         for _ in range(warmup):
             predict(x)
+            if time.perf_counter() > warm_end:
+                break
         budget_end = time.perf_counter() + max_seconds
         for _ in range(repeats):
             if cuda_events:

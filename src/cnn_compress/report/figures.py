@@ -48,9 +48,11 @@ def accuracy_vs_size(frame: pd.DataFrame, path: Path) -> None:
     front = pareto(frame)
     for variant, group in frame.groupby("variant", sort=False):
         ax.scatter(group["ccz_kib"], group["top1"], label=variant, s=28)
-    for idx, row in frame[front].iterrows():
+    offsets = [(5, 4), (5, -11), (5, 15), (5, -22), (5, 26)]  # neighbours on the front: labels stagger
+    for k, (_, row) in enumerate(frame[front].sort_values("ccz_kib").iterrows()):
         ax.annotate(f"{row['variant']}/{row['artifact']}", (row["ccz_kib"], row["top1"]), fontsize=7,
-                    xytext=(4, -10 if idx % 2 else 4), textcoords="offset points")
+                    xytext=offsets[k % len(offsets)], textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     ax.plot(*zip(*sorted(zip(frame[front]["ccz_kib"], frame[front]["top1"], strict=False)), strict=False), color="grey", lw=0.8, ls="--")
     ax.set(xscale="log", xlabel="true compressed size (KiB, log)", ylabel="top-1 (%)",
            title="Accuracy vs compressed size (labelled: Pareto front)")
