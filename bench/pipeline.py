@@ -42,7 +42,7 @@ def main() -> None:
         repo = Path(tmp)
         for name in ("stages", "src"):
             shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        for name in ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", "inputs/README.md"):
+        for name in ("params.yaml", "dvc.yaml", "place.yaml", ".gitignore", ".dvcignore", "inputs/README.md"):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, repo / name)
         for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"]):

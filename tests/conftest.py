@@ -74,7 +74,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     """Copy the project's pipeline into ``dest``, with tiny params, as a fresh git + DVC repo."""
     for name in ("stages", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", "inputs/README.md"):
+    for name in ("params.yaml", "dvc.yaml", "place.yaml", ".gitignore", ".dvcignore", "inputs/README.md"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, dest / name)
     set_params(dest, TINY_PARAMS | (params or {}))

@@ -21,7 +21,7 @@ def test_defaults_match_params_yaml():
 
     params = read_params(Path(__file__).parents[1] / "params.yaml")
     classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig} | BASE_SECTIONS
-    assert set(classes) | {"variants"} == set(SECTIONS) == set(params)
+    assert set(classes) | {"variants", "study"} == set(SECTIONS) == set(params)
     for name, cls in classes.items():
         assert set(params[name]) == {f.name for f in dataclasses.fields(cls)}, name
         assert parse_section(cls, params[name]) == cls(), name  # every value valid, and the code's default

@@ -8,8 +8,10 @@ import yaml
 from deps_util import ROOT, covers, module_closure, stage_script
 
 TEXT = (ROOT / "dvc.yaml").read_text()
-LIB = yaml.safe_load(TEXT)["vars"][0]["lib"]
-DVC = {name: spec.get("do", spec) for name, spec in yaml.safe_load(TEXT)["stages"].items()}
+PLACE = yaml.safe_load((ROOT / "place.yaml").read_text())  # the root's values of dvc.yaml's vars
+LIB, UP = PLACE["lib"], PLACE["up"]
+DVC = {name: spec.get("do", spec) for name, spec in
+       yaml.safe_load(TEXT.replace("${up}", UP))["stages"].items()}
 
 
 def deps(stage: str) -> set[str]:

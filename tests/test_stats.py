@@ -1,7 +1,9 @@
 """Params, sparsity and MACs are counted from each artifact itself, the same way for every format."""
 import copy
+import time
 
 import pytest
+import torch
 
 from cnn_compress.core.config import parse_section
 from cnn_compress.core.errors import CheckpointError
@@ -68,3 +70,48 @@ def test_timing_budget_bounds_warm_up_and_runs_of_a_slow_artifact():
     assert all(t >= 25 for t in times)  # milliseconds
     fast = time_predict(lambda x: x, torch.zeros(1), warmup=2, repeats=7, max_seconds=1.0)
     assert len(fast) == 7
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    from cnn_compress.measure.benchmark import median_ci95
+
+    assert median_ci95([float(v) for v in range(1, 31)]) == (10.0, 21.0)  # the published ranks for n = 30
+    assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few runs: the whole range
+
+
+def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
+    from cnn_compress.measure.benchmark import Timed, time_interleaved
+    from cnn_compress.measure.config import BenchmarkConfig
+
+    calls = []
+
+    def runner(name, delay):
+        def predict(x):
+            calls.append(name)
+            time.sleep(delay)
+            return x
+        return predict
+
+    timed = {"a": Timed(runner("a", 0.0)), "b": Timed(runner("b", 0.02))}
+    time_interleaved(timed, {1: torch.zeros(1)}, BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=8, max_seconds=0.05))
+    assert len(timed["a"].times[1]) == 8  # every round
+    assert len(timed["b"].times[1]) == 3  # 20 ms calls: over its 50 ms budget after 3, the minimum kept
+    rounds = calls[2:]  # after one warm-up call each
+    assert rounds[:4] == ["a", "b", "b", "a"]  # the order rotates every round
+
+
+def test_benchmark_times_a_control_twice(tiny_checkpoint, tiny_dataset, tmp_path):
+    from cnn_compress.measure.benchmark import run_benchmark
+    from cnn_compress.measure.config import BenchmarkConfig
+    from cnn_compress.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "a.pt", tiny_checkpoint)
+    cfg = BenchmarkConfig(batch_sizes=(1, 4), warmup=1, repeats=5, max_seconds=0.5, compile=())
+    result = run_benchmark([("a", tmp_path / "a.pt", "model")], tiny_dataset, cfg)
+    control = result["control"]
+    assert control["artifact"] == "a" and set(control) == {"artifact", "b1", "b4"}
+    assert isinstance(control["b1"]["agree_within_5pct"], bool) and control["b1"]["ratio"] > 0
+    row = result["artifacts"]["a"]
+    lo, hi = row["latency_ms_b1_ci95"]
+    assert lo <= row["latency_ms_b1_median"] <= hi and row["timed_runs_b1"] == 5
+    assert "a#control" not in result["artifacts"]

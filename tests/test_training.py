@@ -47,3 +47,23 @@ def test_frozen_layers_and_their_batchnorm_stay_fixed(tiny_dataset):
     for k, v in before.items():
         fixed = k.split(".")[0] in ("conv1", "bn1", "layer1")
         assert torch.equal(after[k], v) == fixed, k  # frozen: weights and running stats; others moved
+
+
+def test_steps_per_epoch_caps_the_batches(tiny_dataset, monkeypatch):
+    """A short schedule: each epoch is exactly ``steps_per_epoch`` optimizer steps, the cosine
+    schedule spans those steps (the last lr is near zero), the full epoch when the cap is larger."""
+    steps = []
+    original = torch.optim.SGD.step
+
+    def counting(self, *args, **kwargs):
+        steps.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting)
+    model = build_model("resnet8", num_classes=tiny_dataset.num_classes, width=8)
+    train_model(model, tiny_dataset, TrainConfig(epochs=2, steps_per_epoch=3, batch_size=16, device="cpu"))
+    assert len(steps) == 6 and steps[-1] < 0.1 * steps[0]
+    steps.clear()
+    full = -(-len(tiny_dataset.splits["train"]) // 16)
+    train_model(model, tiny_dataset, TrainConfig(epochs=1, steps_per_epoch=10_000, batch_size=16, device="cpu"))
+    assert len(steps) == full

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
 # the sections params.yaml may hold: the shared ones, the base of every variant, and the variants
-SECTIONS = ("data", "model", "train", "prune", "finetune", "quantize", "export", "benchmark", "variants")
+SECTIONS = ("data", "model", "train", "prune", "finetune", "quantize", "export", "benchmark", "study", "variants")
 
 
 def require(ok: bool, key: str, message: str) -> None:

@@ -48,12 +48,14 @@ class VariantPaths:
         return Path("metrics") / self.name
 
 
-def parse_args(doc: str, variant: bool = True, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(doc: str, variant: bool = True, argv: list[str] | None = None, study: bool = False) -> argparse.Namespace:
     """The stage's command line: ``doc`` (the script's docstring: what it reads and writes) is the
     ``--help`` text; variant stages take the variant's name, as dvc.yaml's foreach passes it."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if variant:
         parser.add_argument("variant", help="the variant's name (a key of `variants` in params.yaml)")
+    if study:
+        parser.add_argument("study", help="the study's name (a key of `study` in params.yaml)")
     return parser.parse_args(argv)
 
 

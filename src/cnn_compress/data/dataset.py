@@ -67,19 +67,34 @@ def dataset_names() -> list[str]:
     return DATASETS.names()
 
 
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """(N x 8 x 8 pixels 0..16, labels) of scikit-learn's bundled digits, read from its CSV:
+    ``sklearn.datasets`` itself takes about 4 s to import, longer than the whole tiny pipeline stage."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("sklearn")
+    path = os.path.join(next(iter(spec.submodule_search_locations or [""])), "datasets", "data", "digits.csv.gz") if spec else ""
+    if os.path.isfile(path):
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # a layout we do not know: the public loader
+
+    bunch = load_digits()
+    return bunch.images, np.asarray(bunch.target, dtype=np.int64)
+
+
 @register_dataset("digits")
 def _digits(cfg: DataConfig) -> RawDataset:
     """scikit-learn's bundled 8x8 handwritten digits, upscaled to RGB image_size (offline)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    pixels = np.asarray(bunch.images, dtype=np.float32)  # N x 8 x 8, values 0..16
+    raw, target = _digits_table()
+    pixels = np.asarray(raw, dtype=np.float32)  # N x 8 x 8, values 0..16
     x = torch.from_numpy(pixels / 16.0).unsqueeze(1)
     x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
     images = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
-    checksum = hashlib.sha256(np.ascontiguousarray(bunch.images).tobytes()).hexdigest()
-    return RawDataset(images, labels, [str(n) for n in bunch.target_names], checksum)
+    labels = torch.from_numpy(target)
+    checksum = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+    return RawDataset(images, labels, [str(n) for n in range(10)], checksum)
 
 
 @register_dataset("synthetic")

@@ -8,6 +8,9 @@
   (``trt_engine.py``) built from an fp32 ONNX model, an FP16 ONNX model, and a Q/DQ ONNX model with
   symmetric zero-point-0 INT8 activations and weights (what explicit quantization requires).
   Optional: they need the ``tensorrt`` extra and a CUDA GPU, checked before any work starts.
+- ``openvino_fp32`` / ``openvino_int8``: OpenVINO IR (``.xml`` + ``.bin``) converted from the
+  PyTorch model, the INT8 one quantized by NNCF post-training quantization on the same calibration
+  images as ``ort_int8``. Optional: the ``openvino`` extra.
 Every artifact is then checked against its PyTorch source on the test split.
 """
 from __future__ import annotations
@@ -16,8 +19,10 @@ import contextlib
 import copy
 import io
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,26 @@ from cnn_compress.core.registry import Registry
 from cnn_compress.export.config import ExportConfig
 from cnn_compress.models.checkpoint import Checkpoint
 
-Exporter = Callable[[Checkpoint, torch.Tensor, Path, ExportConfig], None]
+
+@dataclass
+class ExportContext:
+    """What every exporter works from. The fp32 ONNX model is exported once per run and shared
+    (the ONNX Runtime and TensorRT paths start from it): a dynamo export costs seconds."""
+
+    ckpt: Checkpoint
+    calib: torch.Tensor  # normalised, class-balanced calibration images
+    cfg: ExportConfig
+    workdir: Path
+    _fp32: Path | None = field(default=None, repr=False)
+
+    def fp32_onnx(self) -> Path:
+        if self._fp32 is None:
+            self._fp32 = self.workdir / "fp32.onnx"
+            write_onnx(self.ckpt.model, self.calib[:2], self._fp32, self.cfg.opset)
+        return self._fp32
+
+
+Exporter = Callable[[ExportContext, Path], None]
 EXPORTERS: Registry[Exporter] = Registry("export.formats", "format")  # meta: suffix
 
 
@@ -55,11 +79,13 @@ def export_all(ckpt: Checkpoint, calib: torch.Tensor, out_dir: Path, cfg: Export
     """Write every format of ``cfg.formats`` into ``out_dir``; return name -> file name."""
     check_formats(cfg.formats)
     files = {}
-    for name in cfg.formats:
-        suffix, handler = EXPORTERS.meta(name)["suffix"], EXPORTERS.get(name)
-        path = out_dir / f"{name}{suffix}"
-        handler(ckpt, calib, path, cfg)
-        files[name] = path.name
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = ExportContext(ckpt, calib, cfg, Path(tmp))
+        for name in cfg.formats:
+            suffix, handler = EXPORTERS.meta(name)["suffix"], EXPORTERS.get(name)
+            path = out_dir / f"{name}{suffix}"
+            handler(ctx, path)
+            files[name] = path.name
     return files
 
 
@@ -86,8 +112,9 @@ def _quiet() -> Any:
 
 
 @register_exporter("onnx", ".onnx")
-def _onnx(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
-    write_onnx(ckpt.model, calib[:2], path, cfg.opset)
+def _onnx(ctx: ExportContext, path: Path) -> None:
+    with atomic.atomic_path(path) as tmp:
+        shutil.copyfile(ctx.fp32_onnx(), tmp)
 
 
 class _CalibReader:
@@ -101,8 +128,9 @@ class _CalibReader:
 
 
 def write_qdq_onnx(model: torch.nn.Module, calib: torch.Tensor, path: Path, opset: int, method: str,
-                   symmetric: bool) -> None:
-    """Static INT8 Q/DQ ONNX, per-channel weights, calibrated on ``calib``.
+                   symmetric: bool, fp32_onnx: Path | None = None) -> None:
+    """Static INT8 Q/DQ ONNX, per-channel weights, calibrated on ``calib`` (from ``fp32_onnx`` when
+    the model is already exported).
 
     ``symmetric`` makes activations signed INT8 with zero-point 0 (TensorRT's requirement);
     otherwise activations are UINT8 with a zero-point, which suits ReLU networks on ONNX Runtime.
@@ -116,8 +144,9 @@ def write_qdq_onnx(model: torch.nn.Module, calib: torch.Tensor, path: Path, opse
     root.setLevel(logging.ERROR)  # quantize_static logs a line per tensor
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         stack.callback(root.setLevel, level)
-        fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-        write_onnx(model, calib[:2], fp32, opset)
+        fp32, pre = fp32_onnx or Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        if fp32_onnx is None:
+            write_onnx(model, calib[:2], fp32, opset)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         with atomic.atomic_path(path) as out:
             try:
@@ -137,22 +166,25 @@ def write_qdq_onnx(model: torch.nn.Module, calib: torch.Tensor, path: Path, opse
 
 
 @register_exporter("ort_int8", ".onnx")
-def _ort_int8(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
-    write_qdq_onnx(ckpt.model, calib, path, cfg.opset, cfg.calib_method, symmetric=False)
+def _ort_int8(ctx: ExportContext, path: Path) -> None:
+    write_qdq_onnx(ctx.ckpt.model, ctx.calib, path, ctx.cfg.opset, ctx.cfg.calib_method, symmetric=False,
+                   fp32_onnx=ctx.fp32_onnx())
 
 
 def _tensorrt(precision: str) -> Exporter:
-    def build(ckpt: Checkpoint, calib: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+    def build(ctx: ExportContext, path: Path) -> None:
         from cnn_compress.runtimes import trt_engine
 
+        ckpt, calib, cfg = ctx.ckpt, ctx.calib, ctx.cfg
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / f"{precision}.onnx"
             if precision == "int8":
-                write_qdq_onnx(ckpt.model, calib, onnx_path, cfg.opset, cfg.calib_method, symmetric=True)
+                write_qdq_onnx(ckpt.model, calib, onnx_path, cfg.opset, cfg.calib_method, symmetric=True,
+                               fp32_onnx=ctx.fp32_onnx())
             elif precision == "fp16":
                 write_onnx(copy.deepcopy(ckpt.model).half(), calib[:2].half(), onnx_path, cfg.opset, dtype=None)
             else:
-                write_onnx(ckpt.model, calib[:2], onnx_path, cfg.opset)
+                onnx_path = ctx.fp32_onnx()
             profile = trt_engine.Profile(tuple(calib.shape[1:]), cfg.trt_opt_batch, cfg.trt_max_batch)
             atomic.write_bytes(path, trt_engine.build_engine(onnx_path, profile, cfg.trt_workspace_mb))
 
@@ -169,9 +201,35 @@ for _precision in ("fp32", "fp16", "int8"):
     register_exporter(f"tensorrt_{_precision}", ".engine", requires=_trt_unavailable)(_tensorrt(_precision))
 
 
+def _ov_unavailable() -> str | None:
+    from cnn_compress.runtimes import ov_runtime
+
+    return ov_runtime.unavailable()
+
+
+def _openvino(int8: bool) -> Exporter:
+    def build(ctx: ExportContext, path: Path) -> None:
+        from cnn_compress.runtimes import ov_runtime
+
+        model = ov_runtime.convert(copy.deepcopy(ctx.ckpt.model), ctx.calib[:1])
+        if int8:
+            try:
+                model = ov_runtime.quantize(model, ctx.calib, ctx.cfg.calib_method)
+            except Exception as exc:
+                raise UnsupportedFormatError(f"{path.stem}: NNCF quantization failed ({exc})") from None
+        ov_runtime.save(model, path)
+
+    return build
+
+
+register_exporter("openvino_fp32", ".xml", requires=_ov_unavailable)(_openvino(int8=False))
+register_exporter("openvino_int8", ".xml", requires=_ov_unavailable)(_openvino(int8=True))
+
+
 def verify(source: torch.nn.Module, files: dict[str, str], out_dir: Path, ds: Any, threads: int = 1) -> dict[str, Any]:
     """Top-1 agreement and max |logit difference| of each artifact against its PyTorch source."""
     from cnn_compress.data.evaluation import agreement, predict_logits
+    from cnn_compress.runtimes.ov_runtime import artifact_files
     from cnn_compress.runtimes.runners import load_runner
 
     images, _ = ds.split("test")
@@ -180,5 +238,6 @@ def verify(source: torch.nn.Module, files: dict[str, str], out_dir: Path, ds: An
     for name, file in files.items():
         runner = load_runner(out_dir / file, threads)
         logits = predict_logits(runner.predict, images, ds.mean, ds.std, 256)
-        report[name] = agreement(ref, logits) | {"size_bytes": (out_dir / file).stat().st_size}
+        size = sum(f.stat().st_size for f in artifact_files(out_dir / file))
+        report[name] = agreement(ref, logits) | {"size_bytes": size}
     return report

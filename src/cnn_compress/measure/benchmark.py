@@ -1,16 +1,23 @@
 """Benchmark every variant the same way: accuracy, size, params, MACs, latency, throughput.
 
-Timing: fixed thread count, warm-up runs, then ``repeats`` timed runs under ``inference_mode``;
-latency is the median and p90 per batch, throughput is images/s at the median. The machine (CPU
-model, INT8-relevant flags, thread count, library versions) is recorded beside the numbers.
+Timing: every artifact of a run is loaded first, then timed *interleaved*: ``repeats`` rounds, each
+round one call of every artifact in turn (the order rotated every round), under ``inference_mode``
+with a fixed thread count. A machine that slows down for a while slows every artifact alike, so
+ratios within one run hold where two separate timings disagreed by a third. Latency is the median
+with a distribution-free 95% interval and the p90; throughput is images/s at the median. With
+``benchmark.control`` the first artifact is loaded and timed twice, and the run records whether the
+two agree within 5%. The machine (CPU model, INT8-relevant flags, threads, library versions) is
+recorded beside the numbers.
 """
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import sys
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,8 @@ from cnn_compress.data.evaluation import Predict, predict_logits, score
 from cnn_compress.measure.compression import compress_artifact
 from cnn_compress.measure.config import BenchmarkConfig
 from cnn_compress.measure.stats import artifact_stats
-from cnn_compress.runtimes.runners import load_runner
+from cnn_compress.runtimes.ov_runtime import artifact_files
+from cnn_compress.runtimes.runners import Runner, load_runner
 
 
 def time_predict(
@@ -66,33 +74,103 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def benchmark_variant(path: Path, ds: Dataset, cfg: BenchmarkConfig, compile: bool = False) -> dict[str, Any]:
-    """Accuracy on the test split, on-disk bytes and timing of one artifact."""
-    runner = load_runner(path, cfg.threads, tuple(cfg.batch_sizes) if compile else ())
-    images, labels = ds.split("test")
-    blob = path.read_bytes()
-    # zlib of the file: zeros left by pruning compress, so sparsity shows as size (dense files do not shrink)
-    row: dict[str, Any] = {"runtime": runner.runtime, "size_bytes": len(blob), "size_zlib_bytes": len(zlib.compress(blob, 9))}
-    row |= score(predict_logits(runner.predict, images, ds.mean, ds.std, cfg.eval_batch_size), labels)
-    for bs in cfg.batch_sizes:
-        reps = (images[torch.arange(bs) % len(images)])
-        times = time_predict(runner.predict, normalize(reps, ds.mean, ds.std), cfg.warmup, cfg.repeats,
-                             cfg.max_seconds, cuda_events=runner.device == "cuda")
-        median = statistics.median(times)
-        row |= {f"timed_runs_b{bs}": len(times), f"latency_ms_b{bs}_median": round(median, 4), f"latency_ms_b{bs}_p90": round(percentile(times, 90), 4),
+def median_ci95(values: list[float]) -> tuple[float, float]:
+    """Distribution-free 95% interval of the median: the order statistics x(i+1), x(n-i) with i the
+    largest count for which P(Binomial(n, 1/2) <= i) <= 2.5% (the whole range for n < 6)."""
+    ordered, n = sorted(values), len(values)
+    i, cdf = 0, 0.5**n
+    while i + 1 < n and cdf + math.comb(n, i + 1) * 0.5**n <= 0.025:
+        i, cdf = i + 1, cdf + math.comb(n, i + 1) * 0.5**n
+    return ordered[i], ordered[n - 1 - i]
+
+
+@dataclass
+class Timed:
+    """One runner under interleaved timing: its calls' milliseconds per batch size."""
+
+    predict: Predict
+    cuda: bool = False
+    times: dict[int, list[float]] = field(default_factory=dict)
+
+
+def _one_call(predict: Predict, x: torch.Tensor, cuda: bool) -> float:
+    if cuda:
+        start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start_ev.record()
+        predict(x)
+        end_ev.record()
+        end_ev.synchronize()
+        return start_ev.elapsed_time(end_ev)
+    start = time.perf_counter()
+    predict(x)
+    return 1000.0 * (time.perf_counter() - start)
+
+
+def time_interleaved(timed: dict[str, Timed], inputs: dict[int, torch.Tensor], cfg: BenchmarkConfig) -> None:
+    """Fill ``timed[*].times[bs]``: warm-up per runner, then ``cfg.repeats`` round-robin rounds.
+
+    A runner stops once it has spent ``cfg.max_seconds`` at a batch size (keeping at least 3 runs),
+    so one very slow artifact (CPU FP16 at batch 64) cannot dominate the stage.
+    """
+    with torch.inference_mode():
+        for bs, x in inputs.items():
+            for t in timed.values():  # warm-up only (no timed repeats), bounded by max_seconds / 2
+                t.times[bs] = time_predict(t.predict, x, cfg.warmup, 0, cfg.max_seconds, t.cuda)
+            keys, spent = list(timed), dict.fromkeys(timed, 0.0)
+            for r in range(cfg.repeats):
+                for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                    if spent[key] > 1000.0 * cfg.max_seconds and len(timed[key].times[bs]) >= 3:
+                        continue
+                    ms = _one_call(timed[key].predict, x, timed[key].cuda)
+                    timed[key].times[bs].append(ms)
+                    spent[key] += ms
+
+
+def timing_row(times: dict[int, list[float]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for bs, values in times.items():
+        median, (lo, hi) = statistics.median(values), median_ci95(values)
+        row |= {f"timed_runs_b{bs}": len(values), f"latency_ms_b{bs}_median": round(median, 4),
+                f"latency_ms_b{bs}_ci95": [round(lo, 4), round(hi, 4)],
+                f"latency_ms_b{bs}_p90": round(percentile(values, 90), 4),
                 f"throughput_b{bs}": round(1000.0 * bs / median, 2)}
     return row
 
 
-def _compiled_row(path: Path, ds: Dataset, cfg: BenchmarkConfig, eager: dict[str, Any],
-                  skipped: dict[str, str]) -> dict[str, Any] | None:
-    """The eager row's sizes and stats with accuracy and timing under ``torch.compile``.
+def evaluate_artifact(path: Path, ds: Dataset, cfg: BenchmarkConfig, compile: bool = False) -> tuple[dict[str, Any], Runner]:
+    """Accuracy on the test split and on-disk bytes of one artifact, with its loaded runner."""
+    runner = load_runner(path, cfg.threads, tuple(cfg.batch_sizes) if compile else ())
+    images, labels = ds.split("test")
+    blob = b"".join(f.read_bytes() for f in artifact_files(path))
+    # zlib of the file: zeros left by pruning compress, so sparsity shows as size (dense files do not shrink)
+    row: dict[str, Any] = {"runtime": runner.runtime, "size_bytes": len(blob), "size_zlib_bytes": len(zlib.compress(blob, 9))}
+    row |= score(predict_logits(runner.predict, images, ds.mean, ds.std, cfg.eval_batch_size), labels)
+    return row, runner
+
+
+def timing_inputs(ds: Dataset, batch_sizes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Normalised test images (repeated when the split is smaller than the batch)."""
+    images, _ = ds.split("test")
+    return {bs: normalize(images[torch.arange(bs) % len(images)], ds.mean, ds.std) for bs in batch_sizes}
+
+
+def benchmark_variant(path: Path, ds: Dataset, cfg: BenchmarkConfig, compile: bool = False) -> dict[str, Any]:
+    """Accuracy, on-disk bytes and timing of one artifact on its own."""
+    row, runner = evaluate_artifact(path, ds, cfg, compile)
+    timed = {"artifact": Timed(runner.predict, runner.device == "cuda")}
+    time_interleaved(timed, timing_inputs(ds, cfg.batch_sizes), cfg)
+    return row | timing_row(timed["artifact"].times)
+
+
+def _compiled(path: Path, ds: Dataset, cfg: BenchmarkConfig, skipped: dict[str, str]
+              ) -> tuple[dict[str, Any], Runner] | None:
+    """Accuracy under ``torch.compile`` and the compiled runner, for timing with the others.
 
     Compilation needs a C++ compiler; where it fails, the reason goes to ``skipped`` and a warning
     to stderr instead of stopping the stage.
     """
     try:
-        timed = benchmark_variant(path, ds, cfg, compile=True)
+        return evaluate_artifact(path, ds, cfg, compile=True)
     except CheckpointError:
         raise
     except Exception as exc:
@@ -100,7 +178,6 @@ def _compiled_row(path: Path, ds: Dataset, cfg: BenchmarkConfig, eager: dict[str
         print(f"warning: torch.compile of {path.name} failed, row left out ({reason})", file=sys.stderr)
         skipped[f"{path.stem}+compile"] = reason
         return None
-    return eager | timed
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -123,7 +200,11 @@ def machine_info(threads: int) -> dict[str, Any]:
         trt_version = importlib.metadata.version("tensorrt")
     except importlib.metadata.PackageNotFoundError:
         trt_version = "none"
-    return {"tensorrt": trt_version,
+    try:
+        ov_version = importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        ov_version = "none"
+    return {"tensorrt": trt_version, "openvino": ov_version,
         "cpu": cpu, "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "int8_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}),
@@ -143,17 +224,15 @@ def collect_artifacts(root: Path) -> list[tuple[str, Path, str]]:
     return found
 
 
-def measure_artifact(name: str, path: Path, ds: Dataset, cfg: BenchmarkConfig, compressed_dir: Path | None,
-                     fallback: Path | None = None) -> dict[str, Any]:
-    """One row: accuracy, sizes and timing of the file, with params, sparsity and MACs counted from
-    the file itself (``fallback``: a checkpoint to count from when the format is opaque, recorded)."""
-    row = benchmark_variant(path, ds, cfg)
+def describe_artifact(name: str, path: Path, compressed_dir: Path | None, fallback: Path | None = None) -> dict[str, Any]:
+    """Params, sparsity and MACs counted from the file itself (``fallback``: a checkpoint to count
+    from when the format is opaque, recorded), and its true compressed size."""
     try:
-        row |= artifact_stats(path) | {"stats_from": path.name}
+        row = artifact_stats(path) | {"stats_from": path.name}
     except CheckpointError:
         if fallback is None:
             raise
-        row |= artifact_stats(fallback) | {"stats_from": fallback.name}
+        row = artifact_stats(fallback) | {"stats_from": fallback.name}
     if compressed_dir is not None:
         row |= compress_artifact(path, compressed_dir / f"{name}.ccz")
     return row
@@ -161,19 +240,43 @@ def measure_artifact(name: str, path: Path, ds: Dataset, cfg: BenchmarkConfig, c
 
 def run_benchmark(artifacts: list[tuple[str, Path, str]], ds: Dataset, cfg: BenchmarkConfig,
                   compressed_dir: Path | None = None, fallback: Path | None = None) -> dict[str, Any]:
-    """Benchmark every artifact; ``benchmark.compile`` names that are present are also timed under
-    ``torch.compile`` (rows '<name>+compile'), names a variant does not build are listed as skipped."""
+    """Benchmark every artifact, timed interleaved; ``benchmark.compile`` names that are present are
+    also timed under ``torch.compile`` (rows '<name>+compile'), names a variant does not build are
+    listed as skipped."""
     torch.set_num_threads(cfg.threads)
     rows: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    names = {name for name, _, _ in artifacts}
-    for name in sorted(set(cfg.compile) - names):
-        skipped[f"{name}+compile"] = "not built by this variant"
+    skipped = {f"{name}+compile": "not built by this variant"
+               for name in sorted(set(cfg.compile) - {name for name, _, _ in artifacts})}
+    timed: dict[str, Timed] = {}
     for name, path, describe in artifacts:
-        rows[name] = {"describe": describe} | measure_artifact(name, path, ds, cfg, compressed_dir, fallback)
-        if name in cfg.compile and (row := _compiled_row(path, ds, cfg, rows[name], skipped)):
-            rows[f"{name}+compile"] = row
-    return {"machine": machine_info(cfg.threads), "artifacts": rows} | ({"skipped": skipped} if skipped else {})
+        stats = describe_artifact(name, path, compressed_dir, fallback)
+        row, runner = evaluate_artifact(path, ds, cfg)
+        rows[name], timed[name] = {"describe": describe} | row | stats, Timed(runner.predict, runner.device == "cuda")
+        if name in cfg.compile and (compiled := _compiled(path, ds, cfg, skipped)):
+            rows[f"{name}+compile"] = rows[name] | compiled[0]
+            timed[f"{name}+compile"] = Timed(compiled[1].predict)
+    control = None
+    if cfg.control and artifacts:
+        control = artifacts[0][0]
+        again = load_runner(artifacts[0][1], cfg.threads)
+        timed[f"{control}#control"] = Timed(again.predict, again.device == "cuda")
+    time_interleaved(timed, timing_inputs(ds, cfg.batch_sizes), cfg)
+    for key, row in rows.items():
+        row |= timing_row(timed[key].times) | {"timing": f"interleaved with {len(timed) - 1} others"}
+    result = {"machine": machine_info(cfg.threads), "artifacts": rows}
+    if control is not None:
+        result["control"] = control_check(control, timed[control].times, timed[f"{control}#control"].times)
+    return result | ({"skipped": skipped} if skipped else {})
+
+
+def control_check(name: str, first: dict[int, list[float]], second: dict[int, list[float]]) -> dict[str, Any]:
+    """The same artifact timed twice in one run: do the two medians agree within 5%?"""
+    out: dict[str, Any] = {"artifact": name}
+    for bs in first:
+        a, b = statistics.median(first[bs]), statistics.median(second[bs])
+        out[f"b{bs}"] = {"median_ms": [round(a, 4), round(b, 4)], "ratio": round(b / a, 4),
+                         "agree_within_5pct": abs(b / a - 1) <= 0.05}
+    return out
 
 
 HEADLINE = {"top1": 2, "top5": 2, "sparsity": 2}  # key -> decimals, in the per-artifact metrics files

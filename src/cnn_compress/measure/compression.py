@@ -203,7 +203,8 @@ def decompress_tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def artifact_tensors(path: Path) -> dict[str, np.ndarray]:
-    """The weight tensors of an artifact, by suffix: .pt checkpoint, .onnx initializers, .pt2 program."""
+    """The weight tensors of an artifact, by suffix: .pt checkpoint, .onnx initializers, .pt2 program,
+    .xml OpenVINO IR constants."""
     path = Path(path)
     if path.suffix == ".pt":
         import torch
@@ -223,6 +224,10 @@ def artifact_tensors(path: Path) -> dict[str, np.ndarray]:
         ep = torch.export.load(str(path))
         tensors = dict(ep.state_dict) | {k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
         return {k: v for name, t in tensors.items() for k, v in _flatten(name, t)}
+    if path.suffix == ".xml":
+        from cnn_compress.runtimes import ov_runtime
+
+        return ov_runtime.tensors(path)
     raise CheckpointError(f"{path}: no tensor reader for '{path.suffix}' files")
 
 
@@ -252,4 +257,11 @@ def compress_artifact(path: Path, out: Path) -> dict[str, int | float]:
     dense = sum(a.nbytes for a in tensors.values())
     size = compress_tensors(tensors, out)
     return {"weights_dense_bytes": int(dense), "size_compressed_bytes": size,
-            "compression_ratio": round(Path(path).stat().st_size / size, 3)}
+            "compression_ratio": round(artifact_size(path) / size, 3)}
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes on disk of every file the artifact consists of (an IR's .xml and .bin)."""
+    from cnn_compress.runtimes.ov_runtime import artifact_files
+
+    return sum(f.stat().st_size for f in artifact_files(path))

@@ -18,6 +18,7 @@ class BenchmarkConfig:
     eval_batch_size: int = 256
     # also timed under torch.compile (rows '<name>+compile'); names a variant does not build are skipped
     compile: tuple[str, ...] = ("fp32", "int8_static")
+    control: bool = True  # time the first artifact twice, interleaved: records whether timings are trustworthy
 
     def __post_init__(self) -> None:
         require(len(self.batch_sizes) > 0, "benchmark.batch_sizes", "must not be empty")

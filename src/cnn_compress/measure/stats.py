@@ -85,7 +85,9 @@ def _source_tensor(node: Any, gm: torch.fx.GraphModule) -> torch.Tensor | None:
 
 @register_stats(".pt2")
 def _program(path: Path) -> list[Layer]:
-    import torchao.quantization.pt2e  # noqa: F401  registers the ops INT8 programs use
+    # the Q/DQ ops INT8 programs name (torch's registration: torchao's import costs 4 s; pickled
+    # torchao tensor subclasses import torchao themselves)
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
     try:
         gm = torch.export.load(path).module()
@@ -144,3 +146,11 @@ def _onnx(path: Path) -> list[Layer]:
         k = math.prod(weight.shape[1:]) if weight.ndim == 4 or node.op_type == "Gemm" else weight.shape[0]
         layers.append((weight, bias, per_out * k))
     return layers
+
+
+@register_stats(".xml")
+def _openvino(path: Path) -> list[Layer]:
+    """OpenVINO IR: conv and MatMul weights through NNCF's decompression to the INT8 constants."""
+    from cnn_compress.runtimes import ov_runtime
+
+    return ov_runtime.layers(path)

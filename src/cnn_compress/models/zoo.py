@@ -17,9 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models.vgg import cfgs as vgg_cfgs
-from torchvision.models.vgg import make_layers as vgg_layers
 
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.core.registry import Registry
@@ -125,113 +122,43 @@ for _depth in (8, 20, 32, 44, 56, 110):
     _register_cifar_resnet(_depth)
 
 
-class ResizeInput(nn.Module):
-    """Bilinear resize of the input batch: feeds 32x32 images to an ImageNet-sized network."""
+def _tv() -> Any:
+    """torchvision (3 s to import) only when one of its architectures is built."""
+    from cnn_compress.models import tv_zoo
 
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.size or x.shape[-1] == self.size and x.shape[-2] == self.size:
-            return x
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-
-
-class UnsharedReluBlock(tvm.resnet.BasicBlock):
-    """torchvision's BasicBlock calling ReLU functionally: its one ``relu`` module is applied twice,
-    which gives the PT2E x86 quantizer a partition with two outputs, and it refuses the model."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
-
-
-class TorchvisionResNet(tvm.ResNet):
-    """torchvision's ResNet (same parameter names) with an optional input resize in front."""
-
-    def __init__(self, layers: list[int], num_classes: int, cifar_stem: bool, input_size: int = 0) -> None:
-        super().__init__(UnsharedReluBlock, layers, num_classes=num_classes)
-        if cifar_stem:  # 3x3 stride-1 conv, no max-pool: keeps 32x32 resolution into layer1
-            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.maxpool = nn.Identity()
-        self.resize = ResizeInput(input_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self.resize(x))))  # functional ReLU, as in the blocks
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.maxpool(x)))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+    return tv_zoo
 
 
 @register_model("resnet18", head="fc")
 def resnet18(num_classes: int = 10) -> nn.Module:
     """ResNet-18 with a CIFAR stem: 11.17M parameters for 10 classes."""
-    return TorchvisionResNet([2, 2, 2, 2], num_classes, cifar_stem=True)
+    return _tv().TorchvisionResNet([2, 2, 2, 2], num_classes, cifar_stem=True)
 
 
 @register_model("resnet18_imagenet", head="fc", options=("input_size",))
 def resnet18_imagenet(num_classes: int = 1000, input_size: int = 0) -> nn.Module:
     """torchvision's ResNet-18; ``input_size`` (e.g. 224) resizes inputs for transfer learning."""
-    return TorchvisionResNet([2, 2, 2, 2], num_classes, cifar_stem=False, input_size=input_size)
-
-
-class MobileNetV2(tvm.MobileNetV2):
-    def __init__(self, num_classes: int, cifar: bool, input_size: int = 0) -> None:
-        super().__init__(num_classes=num_classes)
-        if cifar:  # stride-1 stem and first 24-channel block: 32x32 inputs end at 4x4, not 1x1
-            self.features[0][0].stride = (1, 1)
-            self.features[2].conv[1][0].stride = (1, 1)
-        self.resize = ResizeInput(input_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.resize(x))
+    return _tv().TorchvisionResNet([2, 2, 2, 2], num_classes, cifar_stem=False, input_size=input_size)
 
 
 @register_model("mobilenet_v2", head="classifier.1")
 def mobilenet_v2(num_classes: int = 10) -> nn.Module:
-    return MobileNetV2(num_classes, cifar=True)
+    return _tv().MobileNetV2(num_classes, cifar=True)
 
 
 @register_model("mobilenet_v2_imagenet", head="classifier.1", options=("input_size",))
 def mobilenet_v2_imagenet(num_classes: int = 1000, input_size: int = 0) -> nn.Module:
-    return MobileNetV2(num_classes, cifar=False, input_size=input_size)
-
-
-class VGGCifar(nn.Module):
-    """VGG16-BN features (torchvision names) and one linear classifier on the 1x1x512 output."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.features = vgg_layers(vgg_cfgs["D"], batch_norm=True)
-        self.classifier = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
-
-
-class VGGImageNet(tvm.VGG):
-    def __init__(self, num_classes: int, input_size: int = 0) -> None:
-        super().__init__(vgg_layers(vgg_cfgs["D"], batch_norm=True), num_classes=num_classes)
-        self.resize = ResizeInput(input_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.resize(x))
+    return _tv().MobileNetV2(num_classes, cifar=False, input_size=input_size)
 
 
 @register_model("vgg16_bn", head="classifier")
 def vgg16_bn(num_classes: int = 10) -> nn.Module:
-    return VGGCifar(num_classes)
+    return _tv().VGGCifar(num_classes)
 
 
 @register_model("vgg16_bn_imagenet", head="classifier.6", options=("input_size",))
 def vgg16_bn_imagenet(num_classes: int = 1000, input_size: int = 0) -> nn.Module:
-    return VGGImageNet(num_classes, input_size)
+    return _tv().VGGImageNet(num_classes, input_size)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -40,7 +40,9 @@ def prune_artifact(path: Path, cfg: PruneConfig) -> dict[str, Any]:
         model = prune_model(ckpt.model, cfg)
         save_checkpoint(path, ckpt.derive(model, "prune", to_dict(cfg), fake_quant=ckpt.fake_quant))
         return {"pruned_after_quantize": global_sparsity(model)}
-    import torchao.quantization.pt2e  # noqa: F401  registers the ops the program refers to
+    # the Q/DQ ops INT8 programs name (torch's registration: torchao's import costs 4 s; pickled
+    # torchao tensor subclasses import torchao themselves)
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
     program = torch.export.load(path)
     zeroed = prune_int8_program(program, cfg)

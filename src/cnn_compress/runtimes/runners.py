@@ -1,7 +1,8 @@
 """Load any artifact of the pipeline as a predict function, keyed by its file suffix.
 
 ``.pt`` is a cnn-compress checkpoint (PyTorch eager, fp32 or fp16), ``.pt2`` a ``torch.export``
-program (the torchao INT8 paths), ``.onnx`` an ONNX Runtime session. Every runner takes a
+program (the torchao INT8 paths), ``.onnx`` an ONNX Runtime session, ``.xml`` an OpenVINO IR
+compiled for the CPU. Every runner takes a
 normalised float32 batch and returns float32 logits, so accuracy and timing code is shared.
 """
 from __future__ import annotations
@@ -86,7 +87,9 @@ def _torch_checkpoint(path: Path, threads: int) -> Runner:
 @register_runtime(".pt2")
 def _torch_export(path: Path, threads: int) -> Runner:
     torch.set_num_threads(threads)
-    import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops INT8 programs use
+    # the Q/DQ ops INT8 programs name (torch's registration: torchao's import costs 4 s; pickled
+    # torchao tensor subclasses import torchao themselves)
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
     try:
         module = torch.export.load(path).module()
@@ -107,6 +110,9 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # idle pool threads sleep instead of spinning: several runtimes timed in turn in one process
+    # would otherwise compete with ONNX Runtime's spinning threads for the same cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -117,6 +123,22 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
         return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
 
     return Runner(predict, f"onnxruntime-{ort.__version__}-cpu")
+
+
+@register_runtime(".xml")
+def _openvino(path: Path, threads: int) -> Runner:
+    """An OpenVINO IR on the CPU: one infer request reused, inputs shared without a copy."""
+    import openvino as ov
+
+    from cnn_compress.runtimes import ov_runtime
+
+    request = ov_runtime.compile_cpu(path, threads).create_infer_request()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        request.infer({0: x.contiguous().numpy()}, share_inputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return Runner(predict, f"openvino-{ov.get_version().split('-')[0]}-cpu")
 
 
 @register_runtime(".engine")

@@ -12,6 +12,7 @@ from cnn_compress.core.config import require
 class TrainConfig:
     SECTION: ClassVar[str] = "train"
     epochs: int = 15  # enough for > 95% on digits; CIFAR wants ~200
+    steps_per_epoch: int = 0  # 0 = the whole training split; else an epoch is this many batches (short CPU schedules)
     batch_size: int = 64
     lr: float = 0.1  # peak learning rate of the cosine schedule
     momentum: float = 0.9
@@ -29,6 +30,7 @@ class TrainConfig:
         sec = self.SECTION
         require(self.epochs >= 0, f"{sec}.epochs", f"must be >= 0, got {self.epochs}")
         require(self.batch_size >= 1, f"{sec}.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.steps_per_epoch >= 0, f"{sec}.steps_per_epoch", f"must be >= 0, got {self.steps_per_epoch}")
         require(self.lr > 0, f"{sec}.lr", f"must be > 0, got {self.lr}")
         require(0 <= self.momentum < 1, f"{sec}.momentum", f"must be in [0, 1), got {self.momentum}")
         require(self.weight_decay >= 0, f"{sec}.weight_decay", "must be >= 0")

@@ -28,7 +28,10 @@ def setup_torch(seed: int, threads: int) -> None:
     """Seed everything and pin threads: the preconditions of reproducible CPU runs."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # CPU kernels are deterministic already (tested byte for byte); the flag is for CUDA, and it
+    # imports torch._dynamo, which costs every stage process about 4 s
+    if torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,7 +127,9 @@ def train_model(
     )
     order = torch.Generator().manual_seed(cfg.seed)  # identical on every rank: the same batches
     aug = order if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
-    total = cfg.epochs * math.ceil(len(y_all) / cfg.batch_size)
+    per_epoch = math.ceil(len(y_all) / cfg.batch_size)
+    per_epoch = min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch
+    total = cfg.epochs * per_epoch
     step, history = 0, []
     bar = tqdm(range(cfg.epochs), desc=cfg.SECTION, unit="epoch", disable=not sys.stderr.isatty() or rank > 0)
     for epoch in bar:
@@ -132,7 +137,9 @@ def train_model(
         _hold_frozen_batchnorm(model)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         lr = cfg.lr
-        for idx in batches(len(y_all), cfg.batch_size, order):
+        for i, idx in enumerate(batches(len(y_all), cfg.batch_size, order)):
+            if i >= per_epoch:  # the shuffled order still advances: the next epoch sees other images
+                break
             if len(idx) < 2 * world:  # BatchNorm cannot train on a single image per rank
                 continue
             idx = idx[rank::world].to(device)

@@ -1,0 +1,78 @@
+"""OpenVINO IR export (fp32 and NNCF INT8): parity with PyTorch, stats and sizes from the IR itself."""
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("openvino", reason="the openvino extra is not installed")
+pytest.importorskip("nncf", reason="the openvino extra is not installed")
+
+from cnn_compress.core.errors import CheckpointError  # noqa: E402
+from cnn_compress.data.dataset import calibration_batch  # noqa: E402
+from cnn_compress.export.config import ExportConfig  # noqa: E402
+from cnn_compress.export.exporters import export_all, verify  # noqa: E402
+from cnn_compress.measure.benchmark import benchmark_variant  # noqa: E402
+from cnn_compress.measure.compression import compress_artifact  # noqa: E402
+from cnn_compress.measure.config import BenchmarkConfig  # noqa: E402
+from cnn_compress.measure.stats import artifact_stats  # noqa: E402
+from cnn_compress.prune.config import PruneConfig  # noqa: E402
+from cnn_compress.prune.pruning import prune_model  # noqa: E402
+from cnn_compress.runtimes.runners import load_runner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tiny_dataset, tmp_path_factory):
+    pruned = tiny_checkpoint.derive(prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.5)),
+                                    "prune", {})
+    out = tmp_path_factory.mktemp("ov")
+    cfg = ExportConfig(formats=("onnx", "openvino_fp32", "openvino_int8"))
+    files = export_all(pruned, calibration_batch(tiny_dataset, 4), out, cfg)
+    return pruned, files, out
+
+
+def test_ir_files_and_parity_with_pytorch(exported, tiny_dataset):
+    pruned, files, out = exported
+    assert files["openvino_fp32"] == "openvino_fp32.xml"
+    assert (out / "openvino_fp32.bin").is_file() and (out / "openvino_int8.bin").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    checks = verify(pruned.model, files, out, tiny_dataset)
+    assert checks["openvino_fp32"]["top1_agreement"] == 100.0 and checks["openvino_fp32"]["max_abs_diff"] < 1e-3
+    assert checks["openvino_int8"]["top1_agreement"] >= 90.0
+    # sizes count the .bin: the fp32 IR holds at least its 4-byte weights
+    n_params = sum(p.numel() for p in pruned.model.parameters())
+    assert checks["openvino_fp32"]["size_bytes"] > 3 * n_params
+    # the weights file: INT8 codes plus per-channel scales (the XML graph grows with FakeQuantize nodes)
+    assert (out / "openvino_int8.bin").stat().st_size < 0.5 * (out / "openvino_fp32.bin").stat().st_size
+    out5 = load_runner(out / "openvino_int8.xml").predict(torch.randn(5, 3, 32, 32))
+    assert out5.shape == (5, pruned.num_classes) and out5.dtype == torch.float32  # dynamic batch
+
+
+def test_stats_are_counted_from_the_ir(exported):
+    """MACs and sparsity agree with the ONNX file of the same model; INT8 weights keep the zeros."""
+    _, _, out = exported
+    onnx_stats = artifact_stats(out / "onnx.onnx")
+    for name in ("openvino_fp32", "openvino_int8"):
+        stats = artifact_stats(out / f"{name}.xml")
+        assert stats["layers"] == onnx_stats["layers"], name
+        assert stats["macs"] == onnx_stats["macs"], name
+        assert stats["sparsity"] == pytest.approx(onnx_stats["sparsity"], abs=0.5), name
+        assert stats["sparsity"] > 40.0, name  # pruned at 0.5
+
+
+def test_benchmark_row_and_true_compressed_size(exported, tiny_dataset, tmp_path):
+    _, _, out = exported
+    cfg = BenchmarkConfig(batch_sizes=(1, 4), warmup=1, repeats=3)
+    row = benchmark_variant(out / "openvino_int8.xml", tiny_dataset, cfg)
+    assert row["runtime"].startswith("openvino-") and row["top1"] > 30.0
+    on_disk = (out / "openvino_int8.xml").stat().st_size + (out / "openvino_int8.bin").stat().st_size
+    assert row["size_bytes"] == on_disk
+    sizes = compress_artifact(out / "openvino_int8.xml", tmp_path / "int8.ccz")
+    assert 0 < sizes["size_compressed_bytes"] < on_disk
+
+
+def test_corrupt_ir_is_one_line(exported, tmp_path):
+    _, _, out = exported
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net>not an IR")
+    with pytest.raises(CheckpointError, match="OpenVINO cannot read it"):
+        load_runner(bad)
