@@ -82,3 +82,59 @@ def test_every_study_scale_validates_and_plans(tmp_path):
         plan = dvc("status", "dvc.yaml", cwd=folder).stdout
         for name in [*(f"study@{n}" for n in params["study"]), "train", *(f"finetune@{v}" for v in params["variants"])]:
             assert name in stages and f"{name}:" in plan, (folder, name)
+
+
+def _frame(rows):
+    cols = ["variant", "artifact", "top1", "ms_b1_t1", "ips_b64_t1", "ccz_kib", "kib"]
+    return pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows])
+
+
+def test_deploy_comparisons_anchors_fronts_and_targets():
+    """Speedups against the three dense anchors, Pareto fronts and targets from a known table."""
+    from cnn_compress.studies.deploy import DeployConfig, add_comparisons, targets
+
+    frame = _frame([
+        ("dense", "finetuned", 90.0, 10.0, 100.0, 1000.0, 1100.0),
+        ("dense", "ort_int8", 89.8, 4.0, 300.0, 300.0, 320.0),
+        ("dense", "openvino_int8", 89.9, 2.0, 400.0, 280.0, 300.0),
+        ("s50", "openvino_int8", 89.2, 0.9, 1100.0, 40.0, 150.0),   # within 1 point: meets all three
+        ("s70", "openvino_int8", 85.0, 0.5, 2000.0, 20.0, 100.0),   # fastest, but loses 5 points
+    ])
+    cfg = DeployConfig(threads=(1,), batch_sizes=(1, 64))
+    ref = add_comparisons(frame, cfg)
+    assert ref == {"dense_top1": 90.0, "fp32_file_kib": 1100.0}
+    s50 = frame[frame.variant == "s50"].iloc[0]
+    assert s50["x_vs_eager FP32"] == pytest.approx(11.11) and s50["x_vs_OpenVINO INT8"] == pytest.approx(2.22)
+    assert s50["drop"] == pytest.approx(0.8)
+    assert frame.front_latency.tolist() == [True, False, True, True, True]  # ORT INT8: slower and less accurate
+    goals = targets(frame, cfg, ref)
+    assert goals["fastest"] == "s50/openvino_int8" and goals["latency_target_met"]
+    assert goals["throughput_x_vs_ov_int8"] == pytest.approx(2.75) and goals["throughput_target_met"]
+    assert goals["size_x_vs_fp32_file"] == pytest.approx(27.5) and goals["size_target_met"]
+    assert targets(frame, DeployConfig(threads=(1,), max_drop=0.05), ref)["eligible"] == 1  # dense FP32 only
+
+
+def test_deploy_without_its_anchors_is_one_line():
+    from cnn_compress.core.errors import UserError
+    from cnn_compress.studies.deploy import DeployConfig, add_comparisons
+
+    frame = _frame([("dense", "finetuned", 90.0, 10.0, 100.0, 1000.0, 1100.0)])
+    with pytest.raises(UserError, match="lacks the anchor artifacts"):
+        add_comparisons(frame, DeployConfig(threads=(1,)))
+
+
+@pytest.mark.parametrize(("study", "message"), [
+    ({"deploy-cpu": {"rounds": 1}}, "error: study.deploy-cpu.rounds: must be >= 3"),
+    ({"deploy-cpu": {"treads": [1]}}, "error: study.deploy-cpu.treads: unknown key (did you mean 'threads'?)"),
+    ({"deploy-gpu": {}}, "error: study: unknown study 'deploy-gpu'"),
+])
+def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"study": study, "variants": {"dense": {}}}))
+    name = next(iter(study))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/study.py"), name], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
