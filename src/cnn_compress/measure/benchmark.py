@@ -53,17 +53,7 @@ def time_predict(
                 break
         budget_end = time.perf_counter() + max_seconds
         for _ in range(repeats):
-            if cuda_events:
-                start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start_ev.record()
-                predict(x)
-                end_ev.record()
-                end_ev.synchronize()
-                times.append(start_ev.elapsed_time(end_ev))
-            else:
-                start = time.perf_counter()
-                predict(x)
-                times.append(1000.0 * (time.perf_counter() - start))
+            times.append(_one_call(predict, x, cuda_events))
             if time.perf_counter() > budget_end and len(times) >= 3:
                 break
     return times
