@@ -76,3 +76,12 @@ def test_corrupt_ir_is_one_line(exported, tmp_path):
     bad.write_text("<net>not an IR")
     with pytest.raises(CheckpointError, match="OpenVINO cannot read it"):
         load_runner(bad)
+
+
+def test_entropy_calibration_is_refused_for_nncf(tiny_checkpoint, tiny_dataset, tmp_path):
+    from cnn_compress.core.errors import UnsupportedFormatError
+
+    cfg = ExportConfig(formats=("openvino_int8",), calib_method="entropy")
+    with pytest.raises(UnsupportedFormatError, match="openvino_int8: NNCF quantization failed .NNCF has no 'entropy'"):
+        export_all(tiny_checkpoint, calibration_batch(tiny_dataset, 1), tmp_path, cfg)
+    assert not list(tmp_path.iterdir())  # nothing half-written
