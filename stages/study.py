@@ -17,8 +17,7 @@ from cnn_compress.core import atomic  # noqa: E402
 from cnn_compress.core.config import parse_section, read_params  # noqa: E402
 from cnn_compress.core.errors import ConfigError, cli  # noqa: E402
 from cnn_compress.core.stage import parse_args  # noqa: E402
-from cnn_compress.studies import deploy  # noqa: F401, E402  registers deploy-cpu
-from cnn_compress.studies.registry import STUDIES, StudyContext  # noqa: E402
+from cnn_compress.studies.registry import STUDIES, StudyContext, load  # noqa: E402
 
 
 @cli
@@ -28,10 +27,10 @@ def main() -> None:
     settings = (params.get("study") or {}).get(name)
     if settings is None:
         raise ConfigError(f"study.{name}: not configured in params.yaml")
-    STUDIES.check(name)
+    runner = load(name)
     cfg = parse_section(STUDIES.meta(name)["config"], settings)
     start = time.perf_counter()
-    metrics = STUDIES.get(name)(cfg, StudyContext(list(params.get("variants") or {}), Path("."), params))
+    metrics = runner(cfg, StudyContext(list(params.get("variants") or {}), Path("."), params))
     atomic.write_json(Path("metrics/study.json"), metrics | {"study_stage_s": round(time.perf_counter() - start, 1)})
     print(f"study {name}: results.md written ({time.perf_counter() - start:.0f} s)")
 

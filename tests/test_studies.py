@@ -1,6 +1,7 @@
 """Studies run through the real dvc CLI in their own folders: the smoke scale end to end, and the
 larger scales validated and planned without running."""
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,8 +14,8 @@ from conftest import ROOT, dvc, git, make_project
 from cnn_compress.core.config import load_section, parse_section, read_params
 from cnn_compress.data.config import DataConfig
 from cnn_compress.models.config import ModelConfig
-from cnn_compress.studies import deploy  # noqa: F401  registers deploy-cpu
-from cnn_compress.studies.registry import STUDIES
+from cnn_compress.studies import deploy_cpu  # noqa: F401  registers deploy_cpu
+from cnn_compress.studies.registry import STUDIES, load
 from cnn_compress.train.config import TrainConfig
 from cnn_compress.variants.resolve import resolve_all
 
@@ -40,7 +41,7 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     folder = repo / "studies/deploy-cpu/smoke"
     assert "study@" not in dvc("stage", "list", cwd=repo).stdout  # the root pipeline has no study stage
     out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@deploy-cpu'" in out
+    assert "Running stage 'study@deploy_cpu'" in out
     assert not (repo / "variants").exists()  # everything landed in the study folder
     text = (folder / "results.md").read_text()
     for heading in ("## Every artifact", "## Targets", "## Timing control", "## Peak and where the time goes",
@@ -51,7 +52,7 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     for variant in params["variants"]:
         cells = set(zip(frame[frame.variant == variant].runtime, frame[frame.variant == variant].precision, strict=True))
         assert cells == GRID_ROWS, variant  # eager / ORT / OpenVINO x FP32 / INT8 (compile is off at smoke)
-    threads = params["study"]["deploy-cpu"]["threads"]
+    threads = params["study"]["deploy_cpu"]["threads"]
     assert all(f"ms_b1_t{t}" in frame and f"peak_pct_t{t}" in frame for t in threads)
     assert (frame.loc[frame.variant == "s50", "mmacs"] < frame.loc[frame.variant == "dense", "mmacs"].max()).all()
     assert "Unstructured sparsity** (`u50`" in text  # the question is answered from the u50 rows
@@ -60,6 +61,9 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     assert (folder / "figures/pareto_latency.png").stat().st_size > 1000
     shown = dvc("metrics", "show", cwd=folder).stdout
     assert "study.json" in shown
+    cache = repo / "src/cnn_compress/core/__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "stale.cpython-311.pyc").write_bytes(b"\0" * 16)  # bytecode beside the library is not a dep
     again = dvc("repro", "dvc.yaml", cwd=folder).stdout
     assert "up to date" in again or not re.findall(r"Running stage", again)
 
@@ -76,6 +80,7 @@ def test_every_study_scale_validates_and_plans(tmp_path):
             load_section(cls, params)
         resolve_all(params)  # every variant against the base sections, as the variants stage does
         for name, settings in params["study"].items():
+            load(name)
             parse_section(STUDIES.meta(name)["config"], settings)
         # `dvc repro --dry` needs upstream outputs to exist; status plans a fresh folder: every stage
         stages = dvc("stage", "list", "dvc.yaml", cwd=folder).stdout
@@ -91,7 +96,7 @@ def _frame(rows):
 
 def test_deploy_comparisons_anchors_fronts_and_targets():
     """Speedups against the three dense anchors, Pareto fronts and targets from a known table."""
-    from cnn_compress.studies.deploy import DeployConfig, add_comparisons, targets
+    from cnn_compress.studies.deploy_cpu import DeployConfig, add_comparisons, targets
 
     frame = _frame([
         ("dense", "finetuned", 90.0, 10.0, 100.0, 1000.0, 1100.0),
@@ -116,7 +121,7 @@ def test_deploy_comparisons_anchors_fronts_and_targets():
 
 def test_deploy_without_its_anchors_is_one_line():
     from cnn_compress.core.errors import UserError
-    from cnn_compress.studies.deploy import DeployConfig, add_comparisons
+    from cnn_compress.studies.deploy_cpu import DeployConfig, add_comparisons
 
     frame = _frame([("dense", "finetuned", 90.0, 10.0, 100.0, 1000.0, 1100.0)])
     with pytest.raises(UserError, match="lacks the anchor artifacts"):
@@ -124,9 +129,9 @@ def test_deploy_without_its_anchors_is_one_line():
 
 
 @pytest.mark.parametrize(("study", "message"), [
-    ({"deploy-cpu": {"rounds": 1}}, "error: study.deploy-cpu.rounds: must be >= 3"),
-    ({"deploy-cpu": {"treads": [1]}}, "error: study.deploy-cpu.treads: unknown key (did you mean 'threads'?)"),
-    ({"deploy-gpu": {}}, "error: study: unknown study 'deploy-gpu'"),
+    ({"deploy_cpu": {"rounds": 1}}, "error: study.deploy_cpu.rounds: must be >= 3"),
+    ({"deploy_cpu": {"treads": [1]}}, "error: study.deploy_cpu.treads: unknown key (did you mean 'threads'?)"),
+    ({"deploy-gpu": {}}, "error: study.deploy-gpu: no such study (known: deploy_cpu"),
 ])
 def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
     import subprocess
@@ -138,3 +143,40 @@ def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
                           text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.mark.slow
+def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+    """The smoke scale of study 004 writes each published table with the published rows and columns
+    beside ours (structure only: tiny data says nothing about the figures)."""
+    if not (SHARED / "studies/pruning-fixed-point-resnet20.yaml").is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))  # the copied repository has no ../shared beside it
+    repo = study_project(tmp_path)
+    folder = repo / "studies/pruning-fixed-point-resnet20/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    assert "Running stage 'study@pruning_fixed_point_resnet20'" in out
+    published = {t["id"]: t for t in yaml.safe_load((SHARED / "studies/pruning-fixed-point-resnet20.yaml").read_text())["tables"]}
+    frame = pd.read_csv(folder / "results.csv")
+    for table_id in ("pruning_finetune", "quant_no_finetune", "asym_quant_finetune", "pruned_then_quantized"):
+        ours = frame[frame.table == table_id]
+        key = published[table_id]["columns"][0]
+        assert {str(r[key]) for r in published[table_id]["rows"]} == set(ours.row.astype(str)), table_id
+        for column in published[table_id]["columns"][1:]:  # every published value has a measured neighbour
+            assert ours.column.str.contains("published").any() and ours.column.str.contains("ours").any(), column
+        assert ours[ours.column.str.contains("ours")].value.notna().all(), table_id
+    text = (folder / "results.md").read_text()
+    for heading in ("(`pruning_finetune`)", "(`quant_no_finetune`)", "(`asym_quant_finetune`)",
+                    "(`pruned_then_quantized`)", "## Which fixed-point setting", "## The published shape"):
+        assert heading in text, heading
+    ablation = frame[frame.table == "ablation"]
+    params = yaml.safe_load((folder / "params.yaml").read_text())["study"]["pruning_fixed_point_resnet20"]
+    assert set(ablation.row) == {"published", *params["settings"]}
+    metrics = json.loads((folder / "metrics/study.json").read_text())
+    assert {"baseline_top1", "asym_ge_sym_at_4_and_below", "collapse_at_2_bits_no_ft", "closest_setting"} <= set(metrics)
+    plot = pd.read_csv(folder / "plots/study.csv")
+    assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
+    assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000

@@ -80,11 +80,15 @@ class FixedConfig(FormatConfig):
     activations: bool = True  # inputs of quantized layers on an N-bit grid too
     layers: tuple[str, ...] = ()  # module-name prefixes quantized (() = every conv and linear)
     skip: tuple[str, ...] = ()  # module names left in float, e.g. [conv1, linear]
+    weight_range: Literal["minmax", "mse"] = "minmax"  # mse: clip each row's range to the least rounding error
+    act_range: Literal["minmax", "percentile", "mse"] = "minmax"  # how calibration sets activation ranges
+    act_percentile: float = 99.99  # act_range percentile: the tails beyond this are clipped
     epochs: int = 0  # fine-tuning epochs with the quantizers in place (straight-through estimator)
     lr: float = 0.001
 
     def check(self, key: str) -> None:
         require(2 <= self.bits <= 8, f"{key}.bits", f"must be in [2, 8], got {self.bits}")
+        require(50 < self.act_percentile <= 100, f"{key}.act_percentile", f"must be in (50, 100], got {self.act_percentile}")
         require(self.epochs >= 0, f"{key}.epochs", f"must be >= 0, got {self.epochs}")
         require(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
 
@@ -95,6 +99,8 @@ class FixedConfig(FormatConfig):
         """What the artifact is, for tables: ``4-bit asym per-tensor, weights only, ft 2``."""
         parts = [f"{self.bits}-bit {self.scheme[:3] if self.scheme == 'symmetric' else 'asym'}",
                  self.granularity.replace("_", "-"), "w+a" if self.activations else "weights only"]
+        parts += [f"w {self.weight_range}"] if self.weight_range != "minmax" else []
+        parts += [f"a {self.act_range}"] if self.activations and self.act_range != "minmax" else []
         parts += [f"layers {'/'.join(self.layers)}"] if self.layers else []
         parts += [f"skip {'/'.join(self.skip)}"] if self.skip else []
         return ", ".join(parts + ([f"ft {self.epochs}"] if self.epochs else []))

@@ -38,6 +38,7 @@ from cnn_compress.data.dataset import Dataset
 from cnn_compress.models.checkpoint import Checkpoint, save_checkpoint
 from cnn_compress.models.zoo import head_name
 from cnn_compress.prune.pruning import sparsity_masks
+from cnn_compress.quantize import ranges
 from cnn_compress.quantize.config import (
     FixedConfig,
     FormatConfig,
@@ -271,8 +272,12 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
         raise UnsupportedFormatError(f"fixed{bits}: its layers / skip leave no conv or linear layer")
     fq = FixedPointModel(model, layers, bits, cfg.scheme == "symmetric",
                          cfg.granularity == "per_channel", bits if cfg.activations else 0)
+    if cfg.weight_range == "mse":
+        ranges.use_mse_weights(fq, bits, cfg.scheme == "symmetric", cfg.granularity == "per_channel")
     chunks = lambda: (calib[i : i + 64] for i in range(0, len(calib), 64))  # noqa: E731
-    fq.calibrate(chunks())
+    calibrate = (fq.calibrate if cfg.act_range == "minmax" else  # noqa: E731
+                 lambda b: ranges.estimate_activation_ranges(fq, b, cfg.act_range, cfg.act_percentile))
+    calibrate(chunks())
     if cfg.epochs:
         if ds is None:
             raise UnsupportedFormatError(f"fixed{bits}: fine-tuning needs the training data")
@@ -281,7 +286,7 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
                  for k, v in masks.items()}
         train_model(model, ds, dataclasses.replace(finetune or FinetuneConfig(), epochs=cfg.epochs,
                                                    lr=cfg.lr), masks=masks)
-        fq.calibrate(chunks())  # activation ranges of the fine-tuned weights
+        calibrate(chunks())  # activation ranges of the fine-tuned weights
     grids = fq.bake()
     config = {"format": "fixed", "settings": to_dict(cfg), "layers": layers}
     return ckpt.derive(model.eval(), "quantize", config, fake_quant=grids)

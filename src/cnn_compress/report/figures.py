@@ -27,7 +27,7 @@ def _num(value: str) -> Any:
         return value
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
@@ -58,7 +58,7 @@ def accuracy_vs_size(frame: pd.DataFrame, path: Path) -> None:
            title="Accuracy vs compressed size (labelled: Pareto front)")
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7, title="variant", title_fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def latency(frame: pd.DataFrame, path: Path) -> None:
@@ -70,7 +70,7 @@ def latency(frame: pd.DataFrame, path: Path) -> None:
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
     _legend(ax)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def sparsity(per_variant: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -80,7 +80,7 @@ def sparsity(per_variant: dict[str, list[dict[str, Any]]], path: Path) -> None:
     ax.set(ylabel="sparsity (%)", ylim=(-2, 102), title="Per-layer sparsity after pruning")
     ax.tick_params(axis="x", rotation=90, labelsize=6)
     _legend(ax, fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def curves(train: list[dict[str, Any]], finetunes: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -97,7 +97,7 @@ def curves(train: list[dict[str, Any]], finetunes: dict[str, list[dict[str, Any]
     ax2.set(xlabel="epoch", ylabel="val top-1 (%)")
     _legend(ax1, fontsize=7)
     _legend(ax2, fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def accuracy_vs_ratio(frame: pd.DataFrame, path: Path) -> bool:
@@ -116,5 +116,5 @@ def accuracy_vs_ratio(frame: pd.DataFrame, path: Path) -> bool:
     ax.set(xlabel="pruning ratio", ylabel="top-1 (%)", title="Accuracy vs pruning ratio")
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return True

@@ -1,4 +1,4 @@
-"""deploy-cpu: how much faster and smaller is the model, at what accuracy, on which CPU runtime?
+"""deploy_cpu (studies/deploy-cpu/): how much faster and smaller is the model, at what accuracy, on which CPU runtime?
 
 Every variant of the study folder (a dense one and structured / unstructured pruned ones, each
 fine-tuned) is built by the pipeline into FP32 and INT8 artifacts for four runtimes: PyTorch
@@ -46,7 +46,7 @@ ANCHORS = {"eager FP32": "finetuned", "ORT INT8": "ort_int8", "OpenVINO INT8": "
 
 @dataclass(frozen=True)
 class DeployConfig:
-    SECTION: ClassVar[str] = "study.deploy-cpu"
+    SECTION: ClassVar[str] = "study.deploy_cpu"
     scale: Literal["smoke", "cpu", "paper"] = "smoke"
     dense: str = "dense"  # the unpruned variant: the anchors and the accuracy reference
     threads: tuple[int, ...] = (1, 2)
@@ -218,13 +218,13 @@ def targets(frame: pd.DataFrame, cfg: DeployConfig, ref: dict[str, float]) -> di
             "size_target_met": shrink >= 25.0}
 
 
-@register_study("deploy-cpu", DeployConfig)
+@register_study("deploy_cpu", DeployConfig)
 def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.core.stage import PREPARED
-    from cnn_compress.studies import report
+    from cnn_compress.studies.deploy_cpu import report
 
     if cfg.dense not in ctx.variants:
-        raise UserError(f"study.deploy-cpu.dense: '{cfg.dense}' is not a variant of this study")
+        raise UserError(f"study.deploy_cpu.dense: '{cfg.dense}' is not a variant of this study")
     ds = load_dataset(PREPARED)
     cells = collect_cells(ctx.variants, cfg.compile)
     dense = next(c for c in cells if c.variant == cfg.dense and c.name == "finetuned")

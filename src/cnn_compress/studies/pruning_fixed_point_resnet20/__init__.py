@@ -1,0 +1,245 @@
+"""pruning_fixed_point_resnet20 (studies/pruning-fixed-point-resnet20/): 80% unstructured pruning
+(one-shot layer-wise, iterative layer-wise, global iterative) and 2-6 bit fixed point of a
+pretrained ResNet-20, alone and combined, with and without fine-tuning; study 004 of
+``shared/studies``.
+
+The pipeline builds every row as an artifact of a variant; this module reads what each variant's
+benchmark stage measured from its artifact (top-1, loss, sparsity), lays the rows beside the
+published ones, checks the published *shape* (asymmetric >= symmetric, collapse at 2 bits without
+fine-tuning, recovery with it) and compares the fixed-point settings (which range estimator,
+activations on or off, per-channel or per-tensor) by how close their drops come to the published
+drops. Artifact names follow ``q<bits>_<asym|sym>_<setting>[_ft]``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+
+from cnn_compress.core.config import require
+from cnn_compress.core.errors import ConfigError, UserError
+from cnn_compress.quantize.config import FixedConfig, parse_format
+from cnn_compress.studies.registry import StudyContext, register_study
+
+NAME = "pruning_fixed_point_resnet20"
+PUBLISHED = "pruning-fixed-point-resnet20.yaml"
+METHODS = ("One-shot pruning + fine-tuning", "Iterative pruning + fine-tuning", "Global iterative pruning + fine-tuning")
+
+
+def parse_settings(value: Any, key: str) -> tuple[tuple[str, FixedConfig], ...]:
+    """``settings``: name -> fixed-point settings (``type: fixed`` implied), each validated."""
+    require(isinstance(value, dict) and len(value) > 0, key, "must map setting names to fixed-point settings")
+    out = []
+    for name, raw in value.items():
+        cfg = parse_format(str(name), {"type": "fixed", **(raw or {})}, f"{key}.{name}")
+        require(isinstance(cfg, FixedConfig), f"{key}.{name}.type", "must be fixed")
+        out.append((str(name), cfg))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class FixedPointStudyConfig:
+    SECTION: ClassVar[str] = f"study.{NAME}"
+    COERCE: ClassVar[dict[str, Any]] = {"settings": parse_settings}
+    scale: Literal["smoke", "cpu", "paper"] = "smoke"
+    dense: str = "dense"  # the model as trained: the FP baseline and the no-fine-tune quantization rows
+    dense_ft: str = "dense_ft"  # its fine-tuned quantization rows (``..._ft`` artifacts)
+    pruned: tuple[str, ...] = ("oneshot", "iterative", "global")  # the three pruning rows, in METHODS order
+    combined: str = "global"  # the pruned variant whose fixed-point artifacts are the combined table
+    setting: str = "w_minmax"  # the setting the published tables are compared with
+    settings: tuple[tuple[str, FixedConfig], ...] = ()  # every setting compared in the ablation
+    bits: tuple[int, ...] = (6, 5, 4, 3, 2)
+    close_ratio: float = 1.5  # a drop counts as close when within this factor of the published one...
+    close_points: float = 0.5  # ... or within this many points (below it, test-set noise decides)
+
+    def __post_init__(self) -> None:
+        require(len(self.pruned) == len(METHODS), f"{self.SECTION}.pruned", f"must name {len(METHODS)} variants")
+        require(any(n == self.setting for n, _ in self.settings) or not self.settings, f"{self.SECTION}.setting",
+                f"'{self.setting}' is not one of settings")
+        require(self.close_ratio >= 1, f"{self.SECTION}.close_ratio", "must be >= 1")
+
+
+def artifact(setting: str, bits: int, scheme: str, ft: bool = False) -> str:
+    return f"q{bits}_{'asym' if scheme == 'asymmetric' else 'sym'}_{setting}" + ("_ft" if ft else "")
+
+
+class Rows:
+    """Every variant's measured artifacts: (variant, artifact) -> top-1 %, loss, sparsity."""
+
+    def __init__(self, variants: list[str]) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        for v in variants:
+            try:
+                self.rows[v] = json.loads(Path("variants", v, "benchmark.json").read_text())["artifacts"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise UserError(f"study: variant {v} has no benchmark results ({exc})") from None
+
+    def get(self, variant: str, name: str, key: str = "top1") -> float | None:
+        row = self.rows.get(variant, {}).get(name)
+        return None if row is None else float(row[key])
+
+    def need(self, variant: str, name: str, key: str = "top1") -> float:
+        value = self.get(variant, name, key)
+        if value is None:
+            raise ConfigError(f"study.{NAME}: variant '{variant}' builds no artifact '{name}' "
+                              "(its quantize.formats must list it)")
+        return value
+
+
+def pct(published: float | None) -> float | None:
+    """Published accuracies are fractions; tables here are in percent."""
+    return None if published is None or pd.isna(published) else round(100.0 * published, 2)
+
+
+def compare(ours: pd.DataFrame, pub: pd.DataFrame | None, key: str, measures: dict[str, str | None],
+            base: float, pub_base: float | None) -> pd.DataFrame:
+    """Ours beside published, per measure: ``<m> pub``, ``<m> ours``, ``<m> diff`` and, for accuracies,
+    the drop from each side's own baseline (``<m> drop pub`` / ``<m> drop ours``). ``measures`` maps
+    our column to the published column (None: not published)."""
+    frame = ours.copy()
+    if pub is not None:
+        renamed = {src: f"{m} pub" for m, src in measures.items() if src is not None}
+        frame = frame.merge(pub[[key, *renamed]].rename(columns=renamed), on=key, how="left")
+    cols = [key] + [c for c in ours.columns if c != key and c not in measures]
+    for m in measures:
+        is_acc = m != "loss"
+        if pub is not None and measures[m] is not None:
+            if is_acc:
+                frame[f"{m} pub"] = frame[f"{m} pub"].map(pct)
+            frame[f"{m} diff"] = (frame[m] - frame[f"{m} pub"]).round(2 if is_acc else 4)
+        frame[f"{m} ours"] = frame.pop(m)
+        cols += [c for c in (f"{m} pub", f"{m} ours", f"{m} diff") if c in frame]
+        if is_acc:
+            frame[f"{m} drop ours"] = (base - frame[f"{m} ours"]).round(2)
+            if pub_base is not None and f"{m} pub" in frame:
+                frame[f"{m} drop pub"] = (pub_base - frame[f"{m} pub"]).round(2)
+            cols += [c for c in (f"{m} drop pub", f"{m} drop ours") if c in frame]
+    return frame[cols]
+
+
+def pruning_table(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None, base: float,
+                  pub_base: float | None) -> pd.DataFrame:
+    recs = [{"method": m, "variant": v, "sparsity %": round(rows.need(v, "finetuned", "sparsity"), 1),
+             "acc before ft": rows.get(v, "pruned") if v != cfg.dense else None,
+             "acc": rows.need(v, "finetuned"), "loss": rows.need(v, "finetuned", "loss")}
+            for m, v in zip(("Floating-point baseline", *METHODS), (cfg.dense, *cfg.pruned), strict=True)]
+    return compare(pd.DataFrame(recs), pub, "method", {"acc": "test_acc", "loss": "test_loss"}, base, pub_base)
+
+
+def quant_table(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None, base: float,
+                pub_base: float | None) -> pd.DataFrame:
+    """Bits x scheme without fine-tuning, for the study's setting."""
+    recs = [{"nbits": b, "asym": rows.get(cfg.dense, artifact(cfg.setting, b, "asymmetric")),
+             "sym": rows.get(cfg.dense, artifact(cfg.setting, b, "symmetric"))} for b in cfg.bits]
+    return compare(pd.DataFrame(recs), pub, "nbits", {"asym": "asymmetric_acc", "sym": "symmetric_acc"}, base,
+                   pub_base)
+
+
+def ft_table(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None, base: float,
+             pub_base: float | None) -> pd.DataFrame:
+    recs = [{"nbits": b, "asym ft": rows.need(cfg.dense_ft, artifact(cfg.setting, b, "asymmetric", ft=True))}
+            for b in cfg.bits if b <= 5]
+    return compare(pd.DataFrame(recs), pub, "nbits", {"asym ft": "acc_after_ft"}, base, pub_base)
+
+
+def combined_table(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None, base: float,
+                   pub_base: float | None) -> pd.DataFrame:
+    v = cfg.combined
+    recs = [{"nbits": b, "before ft": rows.need(v, artifact(cfg.setting, b, "asymmetric")),
+             "after ft": rows.need(v, artifact(cfg.setting, b, "asymmetric", ft=True))} for b in cfg.bits if b <= 5]
+    return compare(pd.DataFrame(recs), pub, "nbits", {"before ft": "acc_before_ft", "after ft": "acc_after_ft"}, base,
+                   pub_base)
+
+
+def published_base(study: dict[str, Any] | None) -> float | None:
+    from cnn_compress.studies.common import published_table
+
+    table = published_table(study, "pruning_finetune")
+    return None if table is None else pct(float(table.test_acc.iloc[0]))
+
+
+def ablation(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None, base: float,
+             pub_base: float | None) -> pd.DataFrame:
+    """Per setting: the no-fine-tune drops at every bit width and scheme, and how close they come
+    to the published drops at 4-6 bits (the worst factor between ours and the published drop)."""
+    recs = []
+    if pub is not None and pub_base is not None:
+        rec: dict[str, Any] = {"setting": "published", "what": "the study's own drops"}
+        for b in cfg.bits:
+            for scheme in ("asymmetric", "symmetric"):
+                rec[f"{scheme[:3]}{b}"] = round(pub_base - pct(float(pub.loc[pub.nbits == b, f"{scheme}_acc"].iloc[0])), 2)
+        recs.append(rec)
+    for name, fixed in cfg.settings:
+        what = [part for part in fixed.describe().split(", ")[1:] if not part.startswith("layers ")]
+        rec = {"setting": name, "what": ", ".join(what)}
+        worst, close = 0.0, True
+        for b in cfg.bits:
+            for scheme in ("asymmetric", "symmetric"):
+                ours = rows.get(cfg.dense, artifact(name, b, scheme))
+                drop = None if ours is None else round(base - ours, 2)
+                rec[f"{scheme[:3]}{b}"] = drop
+                if not recs or recs[0]["setting"] != "published" or drop is None or b < 4:
+                    continue
+                pdrop = recs[0][f"{scheme[:3]}{b}"]
+                ratio = max(drop, 0.01) / max(pdrop, 0.01)
+                worst = max(worst, ratio, 1.0 / ratio)
+                close &= abs(drop - pdrop) <= cfg.close_points or 1 / cfg.close_ratio <= ratio <= cfg.close_ratio
+        has_pub = bool(recs) and recs[0]["setting"] == "published"
+        rec["worst factor 4-6 bits"] = round(worst, 2) if has_pub else None
+        rec["close 4-6 bits"] = ("yes" if close else "no") if has_pub else None
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def shape_checks(q: pd.DataFrame, ft: pd.DataFrame, comb: pd.DataFrame) -> dict[str, bool]:
+    """The published shape, tested on our rows (rows not built do not count)."""
+    low = q[q.nbits <= 4].dropna(subset=["asym ours", "sym ours"])
+    two = q[q.nbits == 2].dropna(subset=["asym ours", "sym ours"])
+    merged = ft.merge(q[["nbits", "asym ours"]], on="nbits")
+    gain2 = merged.loc[merged.nbits == 2, "asym ft ours"] - merged.loc[merged.nbits == 2, "asym ours"]
+    return {
+        "asym_ge_sym_at_4_bits_and_below": bool(len(low)) and bool((low["asym ours"] >= low["sym ours"] - 0.1).all()),
+        "collapse_at_2_bits_without_ft": bool(len(two)) and bool((two[["asym ours", "sym ours"]].max(axis=1) < 30).all()),
+        "ft_recovers_at_every_width": bool(len(merged)) and bool((merged["asym ft ours"] >= merged["asym ours"]).all()),
+        "ft_lifts_2_bits_by_30_points": bool(len(gain2)) and bool((gain2 >= 30).all()),
+        "combined_ft_recovers": bool(len(comb)) and bool((comb["after ft ours"] >= comb["before ft ours"]).all()),
+    }
+
+
+@register_study(NAME, FixedPointStudyConfig)
+def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
+    from cnn_compress.measure.benchmark import machine_info
+    from cnn_compress.studies.common import published, published_table
+    from cnn_compress.studies.pruning_fixed_point_resnet20 import report
+
+    for v in (cfg.dense, cfg.dense_ft, cfg.combined, *cfg.pruned):
+        if v not in ctx.variants:
+            raise ConfigError(f"study.{NAME}: '{v}' is not a variant of this study folder")
+    rows, study = Rows(ctx.variants), published(PUBLISHED)
+    base, pub_base = rows.need(cfg.dense, "finetuned"), published_base(study)
+    quant_pub = published_table(study, "quant_no_finetune")
+    tables = {
+        "pruning_finetune": pruning_table(rows, cfg, published_table(study, "pruning_finetune"), base, pub_base),
+        "quant_no_finetune": quant_table(rows, cfg, quant_pub, base, pub_base),
+        "asym_quant_finetune": ft_table(rows, cfg, published_table(study, "asym_quant_finetune"), base, pub_base),
+        "pruned_then_quantized": combined_table(rows, cfg, published_table(study, "pruned_then_quantized"), base,
+                                                pub_base),
+        "ablation": ablation(rows, cfg, quant_pub, base, pub_base),
+    }
+    checks = shape_checks(tables["quant_no_finetune"], tables["asym_quant_finetune"], tables["pruned_then_quantized"])
+    report.write(ctx.out, cfg, tables, checks, base, pub_base, machine_info(1), study is not None)
+    prune = tables["pruning_finetune"].set_index("variant")
+    q = tables["quant_no_finetune"].set_index("nbits")
+    ranked = tables["ablation"][tables["ablation"].setting != "published"].dropna(subset=["worst factor 4-6 bits"])
+    closest = ranked.sort_values("worst factor 4-6 bits").setting.iloc[0] if len(ranked) else None
+    return {"baseline_top1": base, **{f"{v}_drop": float(prune.loc[v, "acc drop ours"]) for v in cfg.pruned},
+            **{f"q{b}_asym_drop": _num(q.loc[b, "asym drop ours"]) for b in cfg.bits},
+            **{f"q{b}_sym_drop": _num(q.loc[b, "sym drop ours"]) for b in cfg.bits},
+            **checks, "closest_setting": closest, "setting_is_closest": closest in (None, cfg.setting)}
+
+
+def _num(value: Any) -> float | None:
+    return None if pd.isna(value) else float(value)
