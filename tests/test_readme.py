@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-from readme import END, START, render  # noqa: E402
+from readme import END, PUBLISHED, START, render, studies_table  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 
@@ -22,6 +22,14 @@ def test_results_block_is_the_generated_summary():
     if not summary.is_file():
         pytest.skip("reports/summary.md is a DVC output: run `dvc repro` or `dvc pull` to check the README against it")
     assert render(README, summary.read_text()) == README, "run `python tools/readme.py` after `dvc repro`"
+
+
+def test_studies_block_is_generated_and_lists_the_five_published_studies():
+    studies = studies_table(ROOT / "studies")
+    assert render(README, "x\n\nx\n\n" + README.split(START, 1)[1].split(END, 1)[0].strip(), studies) == README, \
+        "run `python tools/readme.py` after committing a study's results"
+    for name in PUBLISHED:
+        assert f"| {name} |" in studies or f"[{name}]" in studies, name
 
 
 def test_results_block_holds_one_table_with_every_default_artifact():

@@ -51,6 +51,22 @@ def figure(path: Path, plot: pd.DataFrame) -> None:
     save_figure(fig, path)
 
 
+def finding(tables: dict[str, pd.DataFrame], checks: dict[str, bool], cfg: Any) -> str:
+    """One line for the README: pruning and 4-bit drops against the published ones, and the shape."""
+    prune = tables["pruning_finetune"].iloc[1:]
+    q4 = tables["quant_no_finetune"].set_index("nbits").loc[4] if 4 in set(tables["quant_no_finetune"].nbits) else None
+
+    def pair(ours: Any, pub: Any) -> str:
+        return f"{ours:.2f}" + (f" (published {pub:.2f})" if pub is not None and pd.notna(pub) else "")
+
+    drops = ", ".join(pair(r["acc drop ours"], r.get("acc drop pub")) for _, r in prune.iterrows())
+    text = f"80% sparsity costs {drops} points (one-shot, iterative, global iterative)"
+    if q4 is not None:
+        text += (f"; 4-bit `{cfg.setting}` without fine-tuning costs {pair(q4['asym drop ours'], q4.get('asym drop pub'))}"
+                 f" asymmetric, {pair(q4['sym drop ours'], q4.get('sym drop pub'))} symmetric")
+    return text + f"; the published shape holds in {sum(checks.values())} of {len(checks)} checks."
+
+
 def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str, bool], base: float,
           pub_base: float | None, machine: dict[str, Any], have_published: bool) -> None:
     atomic.write_text(out / "results.csv", long_frame(tables).to_csv(index=False))
@@ -65,6 +81,7 @@ def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str
         f"by hand. {src} Our baseline: {base:.2f}% (published {pub_base if pub_base is not None else '?'}%). "
         "Columns: `pub` published, `ours` measured here, `diff` ours - pub, `drop pub` / `drop ours` points below "
         "each side's own baseline (compare these when the baselines differ).\n",
+        f"**Finding.** {finding(tables, checks, cfg)}\n",
         f"Measured on {machine_line(machine)}.\n",
         "## Pruning to 80% sparsity, fine-tuned (`pruning_finetune`)\n", markdown(tables["pruning_finetune"]), "",
         f"## Fixed point without fine-tuning, setting `{cfg.setting}` (`quant_no_finetune`)\n",
