@@ -19,7 +19,7 @@ STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
 PUBLISHED = ("pruning-fixed-point-resnet20", "structured-pruning-ptq-resnet18", "pruning-quantization-resnet18-vgg16",
              "approx-compression-resnet18-mobilenetv2", "mixed-precision-pruning-resnet18-imagenet")
 SCALES = ("paper", "cpu", "smoke")
-FINDING_SCALES = ("paper", "cpu")  # committed results (smoke runs are CI checks, git-ignored)
+FINDING_SCALES = ("paper", "cpu")  # committed results (smoke runs are CI checks on tiny data)
 
 
 def _replace(readme: str, start: str, end: str, body: str) -> str:
