@@ -182,7 +182,7 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
     params = yaml.safe_load((folder / "params.yaml").read_text())["study"]["pruning_fixed_point_resnet20"]
     assert set(ablation.row) == {"published", *params["settings"]}
     metrics = json.loads((folder / "metrics/study.json").read_text())
-    assert {"baseline_top1", "asym_ge_sym_at_4_and_below", "collapse_at_2_bits_no_ft", "closest_setting"} <= set(metrics)
+    assert {"baseline_top1", "asym_ge_sym_at_4_bits_and_below", "collapse_at_2_bits_without_ft", "closest_setting"} <= set(metrics)
     plot = pd.read_csv(folder / "plots/study.csv")
     assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
     assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000
