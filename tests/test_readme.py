@@ -48,3 +48,18 @@ def test_every_stage_and_tool_named_in_the_readme_exists():
         if name in ("json", "csv", "pt"):  # a file such as `prune.json`, not a key
             continue
         assert re.search(rf"^{section}:\n(?:  .*\n|\s*#.*\n)*?  {name}:", (ROOT / "params.yaml").read_text(), re.M), key
+
+
+def test_readme_tool_checks_the_studies_block_without_the_dvc_outputs(tmp_path):
+    """A fresh clone has no reports/summary.md: the tool still checks (and updates) the studies block."""
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "studies", tmp_path / "studies", symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "models", "variants", "configs", ".dvc"))
+    tool = [sys.executable, str(ROOT / "tools/readme.py"), "--check"]
+    assert subprocess.run(tool, cwd=tmp_path).returncode == 0
+    (tmp_path / "README.md").write_text(README.replace("not configured yet", "configured"))
+    result = subprocess.run(tool, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "results block left as it is" in result.stderr

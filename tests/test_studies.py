@@ -186,3 +186,46 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
     plot = pd.read_csv(folder / "plots/study.csv")
     assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
     assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+    """Study 001 at smoke scale: every published table with its rows and columns beside ours, the
+    published figures unchanged, latencies timed for every format row the folder built."""
+    source = SHARED / "studies/structured-pruning-ptq-resnet18.yaml"
+    if not source.is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
+    repo = study_project(tmp_path)
+    folder = repo / "studies/structured-pruning-ptq-resnet18/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    assert "Running stage 'study@structured_pruning_ptq_resnet18'" in out
+    frame = pd.read_csv(folder / "results.csv")
+    for table in yaml.safe_load(source.read_text())["tables"]:
+        ours = frame[frame.table == table["id"]]
+        keys = [c for c in table["columns"] if c in ("prune_pct", "format", "model", "training_precision")][:2]
+        rows = {" / ".join(str(r[k]).split(" (TRT)")[0] for k in keys) for r in table["rows"]}
+        assert rows <= {r.split(" (TRT)")[0] for r in ours.row.astype(str)}, table["id"]  # every published row
+        for column in table["columns"][len(keys):]:
+            shown = ours[ours.column == f"{column} pub"].dropna(subset=["value"])
+            published_values = sorted(str(r[column]) for r in table["rows"] if r[column] is not None)
+            assert sorted(_same(v) for v in shown.value) == sorted(_same(v) for v in published_values), (table["id"], column)
+    measured = frame[frame.table.isin(["structured_pruning_sweep_c10", "ptq_resnet18_c10", "pruning_plus_ptq_resnet18_c10"])]
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    sweep = measured[(measured.table == "structured_pruning_sweep_c10") & (measured.column == "acc_after_ft_pct ours")]
+    assert sweep.value.notna().sum() == len(params["variants"])  # one sweep row per variant
+    ptq = measured[(measured.table == "ptq_resnet18_c10") & (measured.column == "inference_ms_per_image ours")]
+    assert {"FP32", "FP16", "INT8"} <= set(ptq.dropna(subset=["value"]).row)  # timed from the artifacts
+    text = (folder / "results.md").read_text()
+    assert "## The published shape" in text and "**Finding.**" in text
+    metrics = json.loads((folder / "metrics/study.json").read_text())
+    assert {"baseline_top1", "ft_recovers_at_every_ratio", "int8_faster_than_fp32"} <= set(metrics)
+    assert (folder / "figures/accuracy_latency_vs_ratio.png").stat().st_size > 1000
+
+
+def _same(value):
+    """A cell as a comparable number (published figures round-trip through the CSV) or text."""
+    try:
+        return round(float(value), 6)
+    except (TypeError, ValueError):
+        return str(value)

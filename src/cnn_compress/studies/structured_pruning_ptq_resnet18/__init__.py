@@ -1,0 +1,135 @@
+"""structured_pruning_ptq_resnet18 (studies/structured-pruning-ptq-resnet18/): how far can structured
+L1 filter pruning go before accuracy is lost, and what do FP16 / INT8 post-training quantization add
+on top? Study 001 of ``shared/studies`` (ResNet-18 + TensorRT on a GPU in the source).
+
+Each variant of the folder is one pruning ratio, fine-tuned with the schedule that grows with the
+ratio (``finetune.by_ratio``). Accuracy before and after fine-tuning, parameters and sizes come from
+each variant's benchmark stage (measured from the artifact). This module times every artifact the
+tables name again *together* (one process, round-robin rounds, batch 1), lays the rows beside the
+published ones and checks the published shape. ``runtime`` says which runtime stands in for
+TensorRT: its FP32 / FP16 / INT8 artifacts are the format rows.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+import torch
+
+from cnn_compress.core.config import require
+from cnn_compress.core.errors import ConfigError, UserError
+from cnn_compress.measure.benchmark import Timed, collect_artifacts, median_ci95, time_interleaved, timing_inputs
+from cnn_compress.measure.config import BenchmarkConfig
+from cnn_compress.runtimes.runners import load_runner
+from cnn_compress.studies.registry import StudyContext, register_study
+
+NAME = "structured_pruning_ptq_resnet18"
+PUBLISHED = "structured-pruning-ptq-resnet18.yaml"
+# the runtime standing in for TensorRT -> the artifact of each published format (FP16 on a CPU
+# runtime: the PyTorch half-precision checkpoint, the only FP16 artifact the pipeline builds for CPU)
+RUNTIMES = {
+    "openvino": {"FP32": "openvino_fp32", "FP16": "fp16", "INT8": "openvino_int8"},
+    "onnxruntime": {"FP32": "onnx", "FP16": "fp16", "INT8": "ort_int8"},
+    "tensorrt": {"FP32": "tensorrt_fp32", "FP16": "tensorrt_fp16", "INT8": "tensorrt_int8"},
+}
+EAGER = "finetuned"  # the sweep's latency column: the published sweep timed PyTorch eager
+
+
+@dataclass(frozen=True)
+class StructuredPtqConfig:
+    SECTION: ClassVar[str] = f"study.{NAME}"
+    scale: Literal["smoke", "cpu", "paper"] = "smoke"
+    runtime: Literal["openvino", "onnxruntime", "tensorrt"] = "openvino"
+    dense: str = "dense"  # the unpruned variant: the baseline and the unpruned format rows
+    threads: int = 1
+    rounds: int = 15  # round-robin timing rounds at batch 1
+    max_seconds: float = 2.0  # per artifact
+    chance: float = 15.0  # top-1 % below which a model counts as collapsed to chance (10 classes: 10%)
+
+    def __post_init__(self) -> None:
+        require(self.threads >= 1, f"{self.SECTION}.threads", "must be >= 1")
+        require(self.rounds >= 3, f"{self.SECTION}.rounds", "must be >= 3")
+        require(self.max_seconds > 0, f"{self.SECTION}.max_seconds", "must be > 0")
+
+
+@dataclass
+class Variant:
+    """One pruning ratio: its resolved ratio and fine-tuning, and every artifact's benchmark row."""
+
+    name: str
+    pct: int
+    ft_lr: float
+    ft_epochs: int
+    rows: dict[str, dict[str, Any]]
+    files: dict[str, Path]
+
+
+def read_variant(name: str) -> Variant:
+    base = Path("variants", name)
+    try:
+        rows = json.loads((base / "benchmark.json").read_text())["artifacts"]
+        ratio = float(json.loads(Path("configs", name, "prune.json").read_text())["prune"]["ratio"])
+        ft = json.loads((base / "finetune.json").read_text())
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"study: variant {name} has no benchmark results ({exc})") from None
+    files = {n: p for n, p, _ in collect_artifacts(base)}
+    return Variant(name, round(100 * ratio), float(ft["lr"]), int(ft["epochs"]), rows, files)
+
+
+def timed_keys(variants: list[Variant], cfg: StructuredPtqConfig) -> list[tuple[Variant, str]]:
+    """(variant, artifact) pairs the tables report a latency for, where the variant built them."""
+    wanted = (EAGER, *RUNTIMES[cfg.runtime].values(), *(a for names in RUNTIMES.values() for a in names.values()))
+    return [(v, a) for v in variants for a in dict.fromkeys(wanted) if a in v.files and a in v.rows]
+
+
+def time_all(pairs: list[tuple[Variant, str]], cfg: StructuredPtqConfig, ds: Any) -> dict[str, dict[str, Any]]:
+    """Median and 95% interval (ms, batch 1) of every pair, timed interleaved in this process."""
+    torch.set_num_threads(cfg.threads)
+    timed = {f"{v.name}/{a}": Timed(load_runner(v.files[a], cfg.threads).predict) for v, a in pairs}
+    bench = BenchmarkConfig(batch_sizes=(1,), warmup=2, repeats=cfg.rounds, max_seconds=cfg.max_seconds,
+                            threads=cfg.threads)
+    time_interleaved(timed, timing_inputs(ds, (1,)), bench)
+    out = {}
+    for key, t in timed.items():
+        lo, hi = median_ci95(t.times[1])
+        out[key] = {"ms": round(statistics.median(t.times[1]), 3), "ci": f"{lo:.3f}-{hi:.3f}"}
+    return out
+
+
+def measured(v: Variant, artifact: str, times: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """One artifact's figures in the published units (MiB, millions of parameters, ms, %)."""
+    row = v.rows.get(artifact)
+    if row is None:
+        return None
+    t = times.get(f"{v.name}/{artifact}", {})
+    return {"size_MB": round(row["size_bytes"] / 2**20, 3), "params_M": round(row["params"] / 1e6, 3),
+            "ms": t.get("ms"), "ms ci95": t.get("ci"), "acc": row["top1"],
+            "ccz_MB": round(row.get("size_compressed_bytes", row["size_bytes"]) / 2**20, 3)}
+
+
+@register_study(NAME, StructuredPtqConfig)
+def run(cfg: StructuredPtqConfig, ctx: StudyContext) -> dict[str, Any]:
+    from cnn_compress.core.stage import PREPARED
+    from cnn_compress.data.dataset import load_dataset
+    from cnn_compress.measure.benchmark import machine_info
+    from cnn_compress.studies.common import published
+    from cnn_compress.studies.structured_pruning_ptq_resnet18 import tables
+
+    if cfg.dense not in ctx.variants:
+        raise ConfigError(f"study.{NAME}.dense: '{cfg.dense}' is not a variant of this study folder")
+    variants = sorted((read_variant(v) for v in ctx.variants), key=lambda v: v.pct)
+    dense = next(v for v in variants if v.name == cfg.dense)
+    if dense.pct != 0:
+        raise ConfigError(f"study.{NAME}.dense: variant '{cfg.dense}' is pruned ({dense.pct}%), not the baseline")
+    times = time_all(timed_keys(variants, cfg), cfg, load_dataset(PREPARED))
+    frames = tables.build(variants, dense, cfg, times, published(PUBLISHED))
+    checks = tables.shape_checks(frames, cfg)
+    tables.write(ctx.out, cfg, frames, checks, machine_info(cfg.threads), published(PUBLISHED) is not None)
+    sweep = frames["structured_pruning_sweep_c10"].dropna(subset=["acc_after_ft_pct ours"])
+    return {"baseline_top1": dense.rows[EAGER]["top1"], "ratios": len(sweep),
+            **{f"drop_after_ft_{int(r.prune_pct)}": float(r["acc_after_ft_pct drop ours"]) for _, r in sweep.iterrows()},
+            **checks}

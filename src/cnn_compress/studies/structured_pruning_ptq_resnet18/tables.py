@@ -1,0 +1,261 @@
+"""The tables of study 001 as data frames (published beside ours), the shape checks, and
+results.md / results.csv / plots/study.csv / figures/."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnn_compress.core import atomic
+from cnn_compress.studies.common import machine_line, markdown, published_table
+
+FORMATS = ("FP32", "FP16", "INT8")
+SWEEP = "structured_pruning_sweep_c10"
+PTQ = "ptq_resnet18_c10"
+COMBINED = "pruning_plus_ptq_resnet18_c10"
+SWEEP_COLS = ["size_MB", "params_M", "inference_ms_per_image", "acc_before_ft_pct", "acc_after_ft_pct", "ft_lr",
+              "ft_epochs", "epoch_time_s"]  # the published sweep's columns
+# tables this folder cannot measure, and why (their published rows are still shown)
+NOT_MEASURED = {
+    "ptq_resnet18_c100": "a CIFAR-100 model; every scale of this folder trains on CIFAR-10",
+    "ptq_resnet20_c10": "a second model; this folder has one (ResNet-20's small-model question is study 004's)",
+    "amp_vs_fp32_training": "mixed-precision training is not built yet (issue 17)",
+    "tiny_imagenet_literature": "literature figures the study quotes, not an experiment",
+}
+
+
+def side_by_side(ours: pd.DataFrame, pub: pd.DataFrame | None, keys: list[str], columns: list[str],
+                 accs: dict[str, tuple[float, float | None]]) -> pd.DataFrame:
+    """Per published column ``c``: ``c pub``, ``c ours``, ``c diff``; for the accuracy columns in
+    ``accs`` (column -> (our baseline, published baseline)) the drop from each side's baseline too.
+    Rows: every published row and every row of ours (outer merge on ``keys``)."""
+    frame = ours.rename(columns={c: f"{c} ours" for c in columns})
+    if pub is not None:
+        frame = pub.rename(columns={c: f"{c} pub" for c in columns}).merge(frame, on=keys, how="outer")
+    out = frame[keys].copy()
+    for c in columns:
+        o = pd.to_numeric(frame.get(f"{c} ours"), errors="coerce") if f"{c} ours" in frame else None
+        p = pd.to_numeric(frame[f"{c} pub"], errors="coerce") if f"{c} pub" in frame else None
+        if p is not None:
+            out[f"{c} pub"] = frame[f"{c} pub"]
+        out[f"{c} ours"] = frame[f"{c} ours"] if o is not None else None
+        if c in accs:
+            if p is not None and o is not None:
+                out[f"{c} diff"] = (o - p).round(2)
+            base, pub_base = accs[c]
+            if p is not None and pub_base is not None:
+                out[f"{c} drop pub"] = (pub_base - p).round(2)
+            out[f"{c} drop ours"] = (base - o).round(2) if o is not None else None
+    extra = [c for c in ours.columns if c not in columns and c not in keys]
+    return pd.concat([out, frame[extra]], axis=1).sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def sweep_rows(variants: list[Any], times: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    from cnn_compress.studies.structured_pruning_ptq_resnet18 import EAGER, measured
+
+    recs = []
+    for v in variants:
+        m = measured(v, EAGER, times)
+        before = v.rows.get("pruned", {}).get("top1")
+        recs.append({"prune_pct": v.pct, "size_MB": m["size_MB"], "params_M": m["params_M"],
+                     "inference_ms_per_image": m["ms"], "acc_before_ft_pct": before, "acc_after_ft_pct": m["acc"],
+                     "ft_lr": v.ft_lr, "ft_epochs": v.ft_epochs, "epoch_time_s": None, "variant": v.name,
+                     "ms ci95": m["ms ci95"], "ccz_MB": m["ccz_MB"]})
+    return pd.DataFrame(recs, columns=["prune_pct", *SWEEP_COLS, "variant", "ms ci95", "ccz_MB"])
+
+
+def format_rows(variants: list[Any], cfg: Any, times: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every (ratio, format) the substitute runtime built, plus the other CPU runtimes' FP32 / INT8."""
+    from cnn_compress.studies.structured_pruning_ptq_resnet18 import RUNTIMES, measured
+
+    recs = []
+    for v in variants:
+        for runtime, names in RUNTIMES.items():
+            for fmt, artifact in names.items():
+                m = measured(v, artifact, times)
+                if m is None or (runtime != cfg.runtime and fmt == "FP16"):
+                    continue
+                label = fmt if runtime == cfg.runtime else f"{fmt} ({runtime})"
+                recs.append({"prune_pct": v.pct, "format": label, "size_MB": m["size_MB"],
+                             "trainable_params_M": m["params_M"], "inference_ms_per_image": m["ms"],
+                             "test_acc_pct": m["acc"], "artifact": artifact, "ms ci95": m["ms ci95"],
+                             "ccz_MB": m["ccz_MB"]})
+    return pd.DataFrame(recs, columns=["prune_pct", "format", "size_MB", "trainable_params_M", "inference_ms_per_image",
+                                       "test_acc_pct", "artifact", "ms ci95", "ccz_MB"])
+
+
+def build(variants: list[Any], dense: Any, cfg: Any, times: dict[str, dict[str, Any]],
+          study: dict[str, Any] | None) -> dict[str, pd.DataFrame]:
+    base = float(dense.rows["finetuned"]["top1"])
+    pub_sweep = published_table(study, SWEEP)
+    pub_base = None if pub_sweep is None else float(pub_sweep.acc_before_ft_pct.iloc[0])
+    accs = {c: (base, pub_base) for c in ("acc_before_ft_pct", "acc_after_ft_pct", "test_acc_pct")}
+    frames = {SWEEP: side_by_side(sweep_rows(variants, times), pub_sweep, ["prune_pct"], SWEEP_COLS, accs)}
+    fmts = format_rows(variants, cfg, times)
+    measure_cols = ["size_MB", "trainable_params_M", "inference_ms_per_image", "test_acc_pct"]
+    ptq_pub = _normalised(published_table(study, PTQ))
+    frames[PTQ] = side_by_side(fmts[fmts.prune_pct == 0].drop(columns="prune_pct"), ptq_pub, ["format"],
+                               measure_cols, accs)
+    pruned = fmts[fmts.prune_pct > 0]
+    frames[COMBINED] = side_by_side(pruned, published_table(study, COMBINED), ["prune_pct", "format"], measure_cols,
+                                    accs)
+    frames["final_results"] = final_rows(frames, study, cfg)
+    for table_id in NOT_MEASURED:
+        pub = published_table(study, table_id)
+        if pub is not None:
+            frames[table_id] = pub.rename(columns={c: f"{c} pub" for c in pub.columns[1:]})
+    return frames
+
+
+def _normalised(pub: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Published format labels as ours: "FP32 (TRT)" is the FP32 row (the runtime is the study's)."""
+    if pub is None:
+        return None
+    return pub.assign(format=pub["format"].str.split(" ").str[0])
+
+
+def final_rows(frames: dict[str, pd.DataFrame], study: dict[str, Any] | None, cfg: Any) -> pd.DataFrame:
+    """The headline rows: the FP32 baseline and the study's pick (60% pruned + INT8), ours beside."""
+    pub = published_table(study, "final_results")
+    ptq, comb = frames[PTQ].set_index("format"), frames[COMBINED]
+    picks = {"ResNet-18 (FP32)": ptq.loc["FP32"] if "FP32" in ptq.index else None}
+    sixty = comb[(comb.prune_pct == 60) & (comb.format == "INT8")]
+    picks["ResNet-18 pruned 60% + INT8"] = sixty.iloc[0] if len(sixty) else None
+    recs = []
+    for model, row in picks.items():
+        ours = {} if row is None else {"size_MB": row.get("size_MB ours"), "test_acc_pct": row.get("test_acc_pct ours"),
+                                       "inference_ms_per_image": row.get("inference_ms_per_image ours")}
+        recs.append({"model": model, **{f"{k} ours": v for k, v in ours.items()}, "runtime ours": cfg.runtime})
+    frame = pd.DataFrame(recs)
+    if pub is None:
+        return frame
+    return pub.rename(columns={c: f"{c} pub" for c in pub.columns[1:]}).merge(frame, on="model", how="left")
+
+
+def shape_checks(frames: dict[str, pd.DataFrame], cfg: Any) -> dict[str, bool]:
+    """The published shape on our rows (rows not built do not count; an empty test is False)."""
+    sweep = frames[SWEEP].dropna(subset=["acc_after_ft_pct ours"])
+    pruned = sweep[sweep.prune_pct > 0]
+    high = pruned[pruned.prune_pct >= 50]
+    comb = pd.concat([frames[PTQ].assign(prune_pct=0), frames[COMBINED]])
+    by = comb.pivot_table(index="prune_pct", columns="format", values="test_acc_pct ours")
+    ms = comb.pivot_table(index="prune_pct", columns="format", values="inference_ms_per_image ours")
+
+    def both(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+        return table[[a, b]].dropna() if {a, b} <= set(table.columns) else pd.DataFrame(columns=[a, b])
+
+    int8, fp16, speed = both(by, "FP32", "INT8"), both(by, "FP32", "FP16"), both(ms, "FP32", "INT8")
+    return {
+        "ft_recovers_at_every_ratio": bool(len(pruned)) and bool(
+            (pruned["acc_after_ft_pct ours"] >= pruned["acc_before_ft_pct ours"]).all()),
+        "before_ft_near_chance_from_50pct": bool(len(high)) and bool((high["acc_before_ft_pct ours"] < cfg.chance).all()),
+        "after_ft_lowest_at_highest_ratio": bool(len(pruned) > 1) and bool(
+            pruned.iloc[-1]["acc_after_ft_pct ours"] <= pruned["acc_after_ft_pct ours"].min()),
+        "int8_within_1_point_of_fp32": bool(len(int8)) and bool(((int8.INT8 - int8.FP32).abs() <= 1.0).all()),
+        "fp16_within_0_1_point_of_fp32": bool(len(fp16)) and bool(((fp16.FP16 - fp16.FP32).abs() <= 0.1).all()),
+        "int8_faster_than_fp32": bool(len(speed)) and bool((speed.INT8 < speed.FP32).all()),
+    }
+
+
+KEYS = {SWEEP: ["prune_pct"], PTQ: ["format"], COMBINED: ["prune_pct", "format"], "final_results": ["model"],
+        "ptq_resnet18_c100": ["format"], "ptq_resnet20_c10": ["format"], "amp_vs_fp32_training": ["training_precision"],
+        "tiny_imagenet_literature": ["model"]}
+
+
+def long_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every cell as (table, row, column, value): one CSV for all tables."""
+    parts = []
+    for name, frame in frames.items():
+        keys = KEYS[name]
+        row = frame[keys].astype(str).agg(" / ".join, axis=1)
+        melted = frame.drop(columns=keys).astype(object).assign(row=row).melt(id_vars="row", var_name="column")
+        parts.append(melted.assign(table=name))
+    return pd.concat(parts)[["table", "row", "column", "value"]]
+
+
+def plot_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Accuracy against the pruning ratio (%): before / after fine-tuning and per format, ours and published."""
+    sweep, comb = frames[SWEEP], pd.concat([frames[PTQ].assign(prune_pct=0), frames[COMBINED]])
+    recs = [{"series": f"{what}{' (published)' if side == 'pub' else ''}", "x": int(r.prune_pct), "top1": r[col]}
+            for what, base in (("before fine-tuning", "acc_before_ft_pct"), ("after fine-tuning", "acc_after_ft_pct"))
+            for side in ("ours", "pub") for _, r in sweep.iterrows()
+            for col in [f"{base} {side}"] if col in r and pd.notna(r[col])]
+    recs += [{"series": f"{r.format}{' (published)' if side == 'pub' else ''}", "x": int(r.prune_pct),
+              "top1": r[f"test_acc_pct {side}"]}
+             for side in ("ours", "pub") for _, r in comb.iterrows()
+             if f"test_acc_pct {side}" in r and pd.notna(r[f"test_acc_pct {side}"]) and r.prune_pct > 0]
+    return pd.DataFrame(recs, columns=["series", "x", "top1"])
+
+
+def figure(path: Path, plot: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> None:
+    from cnn_compress.report.figures import plt, save_figure
+
+    fig, (acc, lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, group in plot.groupby("series", sort=False):
+        acc.plot(group.x, group.top1, marker="o", linestyle="--" if "published" in label else "-", label=label,
+                 linewidth=1, markersize=3)
+    acc.set_xlabel("structured pruning ratio (%)")
+    acc.set_ylabel("top-1 %")
+    acc.legend(fontsize=6)
+    comb = pd.concat([frames[PTQ].assign(prune_pct=0), frames[COMBINED]]).dropna(subset=["inference_ms_per_image ours"])
+    sweep = frames[SWEEP].dropna(subset=["inference_ms_per_image ours"])
+    lat.plot(sweep.prune_pct, sweep["inference_ms_per_image ours"], marker="o", label="eager FP32", linewidth=1)
+    for fmt, group in comb.groupby("format"):
+        lat.plot(group.prune_pct, group["inference_ms_per_image ours"], marker="s", label=fmt, linewidth=1)
+    lat.set_xlabel("structured pruning ratio (%)")
+    lat.set_ylabel("ms per image (batch 1, median)")
+    lat.legend(fontsize=6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path)
+
+
+def finding(frames: dict[str, pd.DataFrame], checks: dict[str, bool]) -> str:
+    sweep = frames[SWEEP].dropna(subset=["acc_after_ft_pct ours"]).set_index("prune_pct")
+    parts = []
+    pruned = [p for p in sweep.index if p > 0]
+    for pct in [p for p in (50, 70, 90) if p in pruned] or pruned[-3:]:
+        if pct in sweep.index:
+            r = sweep.loc[pct]
+            pub = r.get("acc_after_ft_pct drop pub")
+            parts.append(f"{pct}%: {r['acc_after_ft_pct drop ours']:.2f}"
+                         + (f" (published {pub:.2f})" if pub is not None and pd.notna(pub) else ""))
+    text = ("after fine-tuning, structured pruning costs " + ", ".join(parts) + " points") if parts else "no pruned rows"
+    ptq = frames[PTQ].set_index("format")
+    if {"FP32", "INT8"} <= set(ptq.index):
+        f32, i8 = ptq.loc["FP32"], ptq.loc["INT8"]
+        text += (f"; unpruned INT8 is {f32['inference_ms_per_image ours'] / i8['inference_ms_per_image ours']:.2f}x "
+                 f"as fast as FP32 at {i8['test_acc_pct ours'] - f32['test_acc_pct ours']:+.2f} points")
+    return text + f"; the published shape holds in {sum(checks.values())} of {len(checks)} checks."
+
+
+def write(out: Path, cfg: Any, frames: dict[str, pd.DataFrame], checks: dict[str, bool], machine: dict[str, Any],
+          have_published: bool) -> None:
+    atomic.write_text(out / "results.csv", long_frame(frames).to_csv(index=False))
+    plot = plot_frame(frames)
+    atomic.write_text(out / "plots" / "study.csv", plot.to_csv(index=False))
+    figure(out / "figures" / "accuracy_latency_vs_ratio.png", plot, frames)
+    src = ("Published figures from `shared/studies/structured-pruning-ptq-resnet18.yaml`."
+           if have_published else "`../shared` was not found: published columns are empty.")
+    titles = {SWEEP: "Structured L1 pruning sweep, fine-tuned per ratio",
+              PTQ: f"Post-training formats, unpruned ({cfg.runtime} for TensorRT)",
+              COMBINED: "Pruning combined with the formats", "final_results": "Headline rows"}
+    parts = [
+        f"# structured-pruning-ptq-resnet18, scale `{cfg.scale}`\n",
+        f"Generated by `dvc repro dvc.yaml` in this folder (stage `study@{cfg.SECTION.split('.')[1]}`); do not edit "
+        f"by hand. {src} Columns: `pub` published, `ours` measured here, `diff` ours - pub, `drop pub` / `drop ours` "
+        "points below each side's own unpruned model (`diff` and drops for accuracies only). Sizes in MiB of the artifact's files, `ccz_MB` the true "
+        f"compressed size; latency: batch 1, {cfg.threads} thread(s), median of {cfg.rounds} interleaved rounds "
+        "(`ms ci95` its 95% interval). `epoch_time_s` is not measured here.\n",
+        f"**Finding.** {finding(frames, checks)}\n",
+        f"Measured on {machine_line(machine)}.\n",
+    ]
+    for table_id, title in titles.items():
+        parts += [f"## {title} (`{table_id}`)\n", markdown(frames[table_id], ".4g"), ""]
+    parts.append("## Published tables this folder does not measure\n")
+    for table_id, why in NOT_MEASURED.items():
+        if table_id in frames:
+            parts += [f"### `{table_id}`: {why}\n", markdown(frames[table_id], ".4g"), ""]
+    parts += ["## The published shape, checked on our rows\n",
+              "\n".join(f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in checks.items()), ""]
+    atomic.write_text(out / "results.md", "\n".join(parts))
