@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import pandas as pd
 import torch
 
 from cnn_compress.core.config import require
