@@ -24,7 +24,7 @@ def main() -> None:
     cfg = cfg.for_ratio(pruned_ratio(ckpt.history))  # finetune.by_ratio
     setup_torch(cfg.seed, cfg.threads)
     model = ckpt.model
-    history = train_model(model, ds, cfg, masks=sparsity_masks(model))
+    history = train_model(model, ds, cfg, masks=sparsity_masks(model), resume=paths.finetuned)
     if not is_writer():  # under torchrun only rank 0 writes
         return
     save_checkpoint(paths.finetuned, ckpt.derive(model, "finetune", to_dict(cfg)))

@@ -31,7 +31,7 @@ def main() -> None:
         load_pretrained(model, model_cfg.pretrained, head_name(model_cfg.arch), model_cfg.reset_head)
         config["pretrained_sha256"] = file_digest(model_cfg.pretrained)
     frozen = freeze(model, model_cfg.freeze)
-    history = train_model(model, ds, cfg)  # under torchrun: DistributedDataParallel, one shard per rank
+    history = train_model(model, ds, cfg, resume="models/baseline.pt")  # under torchrun: DistributedDataParallel, one shard per rank
     if not is_writer():
         return
     ckpt = Checkpoint(model, model_cfg.arch, args, ds.class_names, ds.mean, ds.std,

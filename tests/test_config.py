@@ -108,3 +108,13 @@ def test_quantize_formats_take_a_list_or_typed_settings():
     assert cfg.trains() and fmt.describe() == "4-bit asym, per-channel, w+a, ft 2"
     # round trip through the plain data the variants stage writes
     assert parse_section(QuantizeConfig, cfg.as_dict()) == cfg
+
+
+def test_a_missing_section_is_named_not_silently_defaulted(capsys):
+    from cnn_compress.core.config import load_section
+    from cnn_compress.train.config import TrainConfig
+
+    assert load_section(TrainConfig, {"data": {}}) == TrainConfig()
+    assert "params.yaml has no 'train' settings" in capsys.readouterr().err
+    load_section(TrainConfig, {"train": {"epochs": 3}})
+    assert capsys.readouterr().err == ""

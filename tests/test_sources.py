@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -170,8 +171,10 @@ def test_imagefolder_prepare_resize_and_size_check(tmp_path):
          "class folder 'dog' is in train/ but missing from test/"),
         (lambda r: Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(r / "train/dog/001.png"),
          r"train/dog/001.png: image is 9x9, but .* is 8x8 \(set data.resize: true\)"),
+        (lambda r: [shutil.rmtree(r / split / c) for split in ("train", "test") for c in ("dog", "ship")],
+         "only one class folder \\('cat'\\); a classifier needs at least two"),
     ],
-    ids=["undecodable", "missing-class", "mixed-sizes"],
+    ids=["undecodable", "missing-class", "mixed-sizes", "one-class"],
 )
 def test_imagefolder_errors_name_the_first_offending_file(tmp_path, damage, message):
     folder = _image_folder(tmp_path / "f")

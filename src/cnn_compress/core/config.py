@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -53,7 +54,11 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 def load_section(cls: type[T], params: dict[str, Any] | None = None) -> T:
     """Parse and validate one section (the dataclass's SECTION) of params.yaml."""
     params = read_params() if params is None else params
-    return parse_section(cls, params.get(cls.SECTION) or {})  # type: ignore[attr-defined]
+    section = cls.SECTION  # type: ignore[attr-defined]
+    if params.get(section) is None:  # absent or empty: say so, a typo in the section name looks the same
+        print(f"note: params.yaml has no '{section}' settings; using the defaults of every {section} key",
+              file=sys.stderr)
+    return parse_section(cls, params.get(section) or {})
 
 
 def load_resolved(path: str | Path, *classes: type) -> tuple[Any, ...]:

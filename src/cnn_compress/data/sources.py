@@ -214,6 +214,8 @@ def read_imagefolder(
         if extra:
             raise DataError(f"{path}: class folder '{extra[0]}' is in {a}/ but missing from {b}/")
     class_names = sorted(classes["train"])
+    if len(class_names) < 2:
+        raise DataError(f"{path}: only one class folder ('{class_names[0]}'); a classifier needs at least two")
     images, labels, is_test = [], [], []
     shape: tuple[tuple[int, int], str] | None = None
     for split in splits:

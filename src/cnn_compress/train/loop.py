@@ -22,6 +22,7 @@ from cnn_compress.core.errors import ConfigError
 from cnn_compress.data.dataset import Dataset, augment, batches, normalize
 from cnn_compress.data.evaluation import predict_logits, score
 from cnn_compress.train.config import TrainConfig
+from cnn_compress.train.resume import Resume
 
 
 def setup_torch(seed: int, threads: int) -> None:
@@ -106,8 +107,13 @@ def train_model(
     ds: Dataset,
     cfg: TrainConfig,
     masks: dict[str, torch.Tensor] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train in place; return one row per epoch (loss, accuracy, val loss/accuracy, lr).
+
+    ``resume`` names the output this run produces: after every epoch the full state (weights,
+    optimizer, generator, RNG, history) is saved under that name, and a run killed mid-way
+    continues from its last completed epoch to the same bytes (``train/resume.py``).
 
     Under ``torchrun`` each rank takes its share of every global batch (the same shuffled order
     on all ranks) and DistributedDataParallel averages the gradients, so ``batch_size`` stays the
@@ -130,8 +136,10 @@ def train_model(
     per_epoch = math.ceil(len(y_all) / cfg.batch_size)
     per_epoch = min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch
     total = cfg.epochs * per_epoch
-    step, history = 0, []
-    bar = tqdm(range(cfg.epochs), desc=cfg.SECTION, unit="epoch", disable=not sys.stderr.isatty() or rank > 0)
+    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks)
+    start, step, history = _restore(state, model, opt, order)
+    bar = tqdm(range(start, cfg.epochs), desc=cfg.SECTION, unit="epoch", initial=start, total=cfg.epochs,
+               disable=not sys.stderr.isatty() or rank > 0)
     for epoch in bar:
         model.train()
         _hold_frozen_batchnorm(model)
@@ -167,8 +175,28 @@ def train_model(
             row |= {"val_loss": val["loss"], "val_acc": val["top1"]}
         history.append(row)
         bar.set_postfix(loss=row["train_loss"], val_acc=row.get("val_acc"))
+        if state is not None:
+            state.save({"epoch": epoch + 1, "step": step, "history": history, "optimizer": opt.state_dict(),
+                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "generator": order.get_state(), "torch_rng": torch.get_rng_state()})
     model.cpu().eval()
+    if state is not None:
+        state.finish()
     return history
+
+
+def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer,
+             order: torch.Generator) -> tuple[int, int, list[dict[str, Any]]]:
+    """(first epoch, step, history): from the saved state of a killed run, else from the start."""
+    saved = state.load() if state is not None else None
+    if saved is None:
+        return 0, 0, []
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    order.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    print(f"resuming after epoch {saved['epoch']} from {state.path}", file=sys.stderr)
+    return int(saved["epoch"]), int(saved["step"]), list(saved["history"])
 
 
 def evaluate(model: nn.Module, ds: Dataset, split: str = "test", batch_size: int = 256) -> dict[str, float]:

@@ -1,0 +1,97 @@
+"""Continue an interrupted training run from its last completed epoch, bit for bit.
+
+DVC deletes a stage's outputs before it runs the command, so the state lives outside them, in
+``.resume/`` under the stage's working directory (``CNN_COMPRESS_RESUME_DIR`` moves it,
+``CNN_COMPRESS_RESUME=0`` turns resuming off). There is one file per output being trained, named by
+a digest of everything the run starts from: the resolved training settings, the initial weights and
+buffers, the pruning masks and the data. A changed param or upstream artifact therefore never
+picks up stale state; state of another configuration of the same output, or a file that does not
+load, is dropped with a warning. The file is removed when training completes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnn_compress.core import atomic
+from cnn_compress.core.config import to_dict
+
+KEYS = ("epoch", "step", "history", "model", "optimizer", "generator", "torch_rng")
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def run_digest(cfg: Any, model: torch.nn.Module, data: tuple[torch.Tensor, ...],
+               masks: dict[str, torch.Tensor]) -> str:
+    """What a training run starts from, as 16 hex digits: equal digests, equal runs."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode())
+    for group in (model.state_dict(), masks):
+        for name in sorted(group):
+            h.update(f"{name}:{group[name].dtype}:{tuple(group[name].shape)}".encode())
+            h.update(_tensor_bytes(group[name]))
+    for t in data:
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class Resume:
+    """The resume file of one output: load what a killed run left, save after every epoch."""
+
+    def __init__(self, output: str | os.PathLike[str], digest: str) -> None:
+        root = Path(os.environ.get("CNN_COMPRESS_RESUME_DIR", ".resume"))
+        self.slug = str(Path(output)).replace(os.sep, "__").replace("/", "__").lstrip(".") or "run"
+        self.path = root / f"{self.slug}.{digest}.pt"
+
+    @classmethod
+    def for_run(cls, output: str | os.PathLike[str] | None, cfg: Any, model: torch.nn.Module,
+                data: tuple[torch.Tensor, ...], masks: dict[str, torch.Tensor]) -> Resume | None:
+        if output is None or os.environ.get("CNN_COMPRESS_RESUME", "1") == "0":
+            return None
+        return cls(output, run_digest(cfg, model, data, masks))
+
+    def _others(self) -> list[Path]:
+        if not self.path.parent.is_dir():
+            return []
+        return [p for p in self.path.parent.glob(f"*{self.slug}.*") if p != self.path
+                and (p.name.startswith(f"{self.slug}.") or p.name.startswith(f".{self.slug}."))]
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of this very run, or None; anything else under this output's name goes."""
+        for stale in self._others():
+            if not stale.name.startswith("."):  # a half-written temp file needs no word
+                _warn(f"{stale}: resume state of another configuration of {self.slug}, ignored and removed")
+            stale.unlink(missing_ok=True)
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or set(KEYS) - set(state):
+                raise ValueError("keys missing")
+        except Exception as exc:  # truncated, not a torch file, another layout
+            _warn(f"{self.path}: unreadable resume state ({type(exc).__name__}), ignored; training starts over")
+            self.path.unlink(missing_ok=True)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic.atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
