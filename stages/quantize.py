@@ -17,6 +17,7 @@ from cnn_compress.prune.config import PruneConfig
 from cnn_compress.quantize.config import QuantizeConfig
 from cnn_compress.quantize.formats import QuantContext, check_formats, quantize_all
 from cnn_compress.train.config import FinetuneConfig
+from cnn_compress.train.distill import load_teacher
 from cnn_compress.train.loop import setup_torch
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     finetune = finetune or FinetuneConfig()
     setup_torch(finetune.seed, finetune.threads)  # QAT and fixed<N> fine-tuning are seeded like finetune
     calib = calibration_batch(ds, cfg.calib_per_class)
-    manifest = quantize_all(ckpt, cfg, QuantContext(calib, ds, finetune), paths.quantized, transform)
+    manifest = quantize_all(ckpt, cfg, QuantContext(calib, ds, finetune, load_teacher(finetune.distill)), paths.quantized, transform)
     print(f"{paths.name}: quantized into {', '.join(manifest)} ({len(calib)} calibration images)")
 
 

@@ -25,7 +25,7 @@ def exported(tiny_checkpoint, tiny_dataset, tmp_path_factory):
     pruned = tiny_checkpoint.derive(prune_model(copy.deepcopy(tiny_checkpoint.model), PruneConfig(ratio=0.5)),
                                     "prune", {})
     out = tmp_path_factory.mktemp("ov")
-    cfg = ExportConfig(formats=("onnx", "openvino_fp32", "openvino_int8"))
+    cfg = ExportConfig(formats=("onnx", "openvino_fp32", "openvino_fp16", "openvino_int8"))
     files = export_all(pruned, calibration_batch(tiny_dataset, 4), out, cfg)
     return pruned, files, out
 
@@ -38,6 +38,9 @@ def test_ir_files_and_parity_with_pytorch(exported, tiny_dataset):
     checks = verify(pruned.model, files, out, tiny_dataset)
     assert checks["openvino_fp32"]["top1_agreement"] == 100.0 and checks["openvino_fp32"]["max_abs_diff"] < 1e-3
     assert checks["openvino_int8"]["top1_agreement"] >= 90.0
+    assert checks["openvino_fp16"]["top1_agreement"] >= 98.0 and checks["openvino_fp16"]["max_abs_diff"] < 0.05
+    half = (out / "openvino_fp16.bin").stat().st_size / (out / "openvino_fp32.bin").stat().st_size
+    assert 0.45 < half < 0.55, half  # FP16 weights: half the bytes
     # sizes count the .bin: the fp32 IR holds at least its 4-byte weights
     n_params = sum(p.numel() for p in pruned.model.parameters())
     assert checks["openvino_fp32"]["size_bytes"] > 3 * n_params
@@ -51,7 +54,7 @@ def test_stats_are_counted_from_the_ir(exported):
     """MACs and sparsity agree with the ONNX file of the same model; INT8 weights keep the zeros."""
     _, _, out = exported
     onnx_stats = artifact_stats(out / "onnx.onnx")
-    for name in ("openvino_fp32", "openvino_int8"):
+    for name in ("openvino_fp32", "openvino_fp16", "openvino_int8"):
         stats = artifact_stats(out / f"{name}.xml")
         assert stats["layers"] == onnx_stats["layers"], name
         assert stats["macs"] == onnx_stats["macs"], name

@@ -64,3 +64,10 @@ def test_onnx_and_ort_int8_agree_with_pytorch(pruned, tiny_dataset, tmp_path):
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
     out = load_runner(tmp_path / "onnx.onnx").predict(torch.randn(5, 3, 32, 32))
     assert out.shape == (5, pruned.num_classes)
+
+
+def test_export_config_knows_exactly_the_registered_formats():
+    from cnn_compress.export.config import FORMATS
+    from cnn_compress.export.exporters import EXPORTERS
+
+    assert sorted(FORMATS) == sorted(EXPORTERS.names())

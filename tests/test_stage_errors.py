@@ -73,7 +73,7 @@ def resolve(project, monkeypatch, capsys) -> None:
         ("variants", {"prune": {"order": "after_quantize"}, "quantize": {"formats": ["fp32", "int8_dynamic"]}},
          "error: variants.main: prune.order: after_quantize cannot prune the weights of int8_dynamic"),
         ("prune main", {"prune": {"method": "magic"}}, "error: prune.method: unknown method 'magic'"),
-        ("export main", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
+        ("variants", {"export": {"formats": ["tflite"]}}, "error: export.formats: unknown format 'tflite'"),
         ("prune other", {}, "error: configs/other/prune.json: cannot read the resolved variant config"),
         ("train", {"train": {"epochs": "ten"}}, "error: train.epochs: must be an integer, got 'ten'"),
         ("prepare", {"data": {"name": "imagenet"}}, "error: data.name: unknown data set 'imagenet'"),

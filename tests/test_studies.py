@@ -213,13 +213,17 @@ def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_p
     measured = frame[frame.table.isin(["structured_pruning_sweep_c10", "ptq_resnet18_c10", "pruning_plus_ptq_resnet18_c10"])]
     params = yaml.safe_load((folder / "params.yaml").read_text())
     sweep = measured[(measured.table == "structured_pruning_sweep_c10") & (measured.column == "acc_after_ft_pct ours")]
-    assert sweep.value.notna().sum() == len(params["variants"])  # one sweep row per variant
+    assert sweep.value.notna().sum() == len(params["variants"]) - 2  # one per variant but the two AMP runs
     ptq = measured[(measured.table == "ptq_resnet18_c10") & (measured.column == "inference_ms_per_image ours")]
     assert {"FP32", "FP16", "INT8"} <= set(ptq.dropna(subset=["value"]).row)  # timed from the artifacts
+    amp = frame[frame.table == "amp_vs_fp32_training"].pivot(index="row", columns="column", values="value")
+    assert set(amp.index) == {"AMP", "FP32"} and amp["test_acc_pct ours"].notna().all()
+    assert list(amp.loc[["AMP", "FP32"], "amp"]) == ["bf16", "off"] and float(amp.loc["FP32", "speed_vs_fp32"]) == 1
     text = (folder / "results.md").read_text()
     assert "## The published shape" in text and "**Finding.**" in text
     metrics = json.loads((folder / "metrics/study.json").read_text())
-    assert {"baseline_top1", "ft_recovers_at_every_ratio", "int8_faster_than_fp32"} <= set(metrics)
+    assert {"baseline_top1", "ft_recovers_at_every_ratio", "int8_faster_than_fp32", "amp_within_0_5_point_of_fp32",
+            "amp_training_faster_than_fp32"} <= set(metrics)
     assert (folder / "figures/accuracy_latency_vs_ratio.png").stat().st_size > 1000
 
 

@@ -6,6 +6,11 @@ from typing import ClassVar, Literal
 
 from cnn_compress.core.config import require
 
+# every name export/exporters.py registers (tests/test_quantize_export.py keeps the two equal): the
+# variants stage rejects an unknown format before any variant runs, without importing the exporters
+FORMATS = ("onnx", "ort_int8", "openvino_fp32", "openvino_fp16", "openvino_int8", "tensorrt_fp32", "tensorrt_fp16",
+           "tensorrt_int8")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -23,5 +28,7 @@ class ExportConfig:
                  "must be in [1, export.trt_max_batch]")
         require(self.trt_workspace_mb >= 16, "export.trt_workspace_mb", "must be >= 16")
         require(len(set(self.formats)) == len(self.formats), "export.formats", "has duplicates")
+        for name in self.formats:
+            require(name in FORMATS, "export.formats", f"unknown format {name!r} (known: {', '.join(sorted(FORMATS))})")
         require(13 <= self.opset <= 23, "export.opset", f"must be in [13, 23], got {self.opset}")
         require(self.calib_per_class >= 1, "export.calib_per_class", "must be >= 1")

@@ -8,7 +8,7 @@
   (``trt_engine.py``) built from an fp32 ONNX model, an FP16 ONNX model, and a Q/DQ ONNX model with
   symmetric zero-point-0 INT8 activations and weights (what explicit quantization requires).
   Optional: they need the ``tensorrt`` extra and a CUDA GPU, checked before any work starts.
-- ``openvino_fp32`` / ``openvino_int8``: OpenVINO IR (``.xml`` + ``.bin``) converted from the
+- ``openvino_fp32`` / ``openvino_fp16`` / ``openvino_int8``: OpenVINO IR (``.xml`` + ``.bin``) converted from the
   PyTorch model, the INT8 one quantized by NNCF post-training quantization on the same calibration
   images as ``ort_int8``. Optional: the ``openvino`` extra.
 Every artifact is then checked against its PyTorch source on the test split.
@@ -207,7 +207,7 @@ def _ov_unavailable() -> str | None:
     return ov_runtime.unavailable()
 
 
-def _openvino(int8: bool) -> Exporter:
+def _openvino(int8: bool, fp16: bool = False) -> Exporter:
     def build(ctx: ExportContext, path: Path) -> None:
         from cnn_compress.runtimes import ov_runtime
 
@@ -217,13 +217,14 @@ def _openvino(int8: bool) -> Exporter:
                 model = ov_runtime.quantize(model, ctx.calib, ctx.cfg.calib_method)
             except Exception as exc:
                 raise UnsupportedFormatError(f"{path.stem}: NNCF quantization failed ({exc})") from None
-        ov_runtime.save(model, path)
+        ov_runtime.save(model, path, fp16=fp16)
 
     return build
 
 
 register_exporter("openvino_fp32", ".xml", requires=_ov_unavailable)(_openvino(int8=False))
 register_exporter("openvino_int8", ".xml", requires=_ov_unavailable)(_openvino(int8=True))
+register_exporter("openvino_fp16", ".xml", requires=_ov_unavailable)(_openvino(int8=False, fp16=True))
 
 
 def verify(source: torch.nn.Module, files: dict[str, str], out_dir: Path, ds: Any, threads: int = 1) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class QuantContext:
     calib: torch.Tensor  # normalised class-balanced training images
     ds: Dataset | None = None  # int8_qat and fine-tuned fixed<N> train on its training split
     finetune: FinetuneConfig = FinetuneConfig()  # batch size, momentum, seed... for QAT / STE epochs
+    teacher: torch.nn.Module | None = None  # finetune.distill: QAT / STE epochs learn from it too
 
 
 Handler = Callable[[Checkpoint, Any, QuantContext, Path], "dict[str, Any] | None"]
@@ -255,7 +256,7 @@ def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Pat
     if missing := [k for k in masks if k not in params]:
         raise UnsupportedFormatError(f"int8_qat: cannot keep the pruning masks, {missing[0]} is not in the exported graph")
     cfg = dataclasses.replace(ctx.finetune, epochs=fmt.epochs, lr=fmt.lr)
-    history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path)
+    history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path, teacher=ctx.teacher)
     move_exported_model_to_eval(prepared)
     save_exported(convert_pt2e(prepared), example, path)
     return {"qat_epochs": cfg.epochs, "qat_final_train_loss": history[-1]["train_loss"] if history else None}
@@ -263,7 +264,7 @@ def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Pat
 
 def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
                 ds: Dataset | None = None, finetune: FinetuneConfig | None = None,
-                resume: Path | None = None) -> Checkpoint:
+                resume: Path | None = None, teacher: torch.nn.Module | None = None) -> Checkpoint:
     """An N-bit fixed-point copy of ``ckpt`` (weights on the grid, activation grids attached);
     fine-tuning resumes under the name ``resume`` when given."""
     bits = cfg.bits
@@ -287,7 +288,7 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
         masks = {(f"{k[:-len('weight')]}parametrizations.weight.original" if k in quantized else k): v
                  for k, v in masks.items()}
         train_model(model, ds, dataclasses.replace(finetune or FinetuneConfig(), epochs=cfg.epochs,
-                                                   lr=cfg.lr), masks=masks, resume=resume)
+                                                   lr=cfg.lr), masks=masks, resume=resume, teacher=teacher)
         calibrate(chunks())  # activation ranges of the fine-tuned weights
     grids = fq.bake()
     config = {"format": "fixed", "settings": to_dict(cfg), "layers": layers}
@@ -296,7 +297,7 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
 
 @register_handler(FixedConfig, ".pt", "cnn-compress-fakequant")
 def _fixed(ckpt: Checkpoint, fmt: FixedConfig, ctx: QuantContext, path: Path) -> dict[str, Any]:
-    out = fixed_point(ckpt, fmt, ctx.calib, ctx.ds, ctx.finetune, resume=path)
+    out = fixed_point(ckpt, fmt, ctx.calib, ctx.ds, ctx.finetune, resume=path, teacher=ctx.teacher)
     save_checkpoint(path, out)
     return {"bits": fmt.bits, "scheme": fmt.scheme, "granularity": fmt.granularity,
             "layers": len(out.history[-1]["config"]["layers"]), "fine_tune_epochs": fmt.epochs}

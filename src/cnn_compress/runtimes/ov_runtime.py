@@ -81,15 +81,16 @@ def quantize(ov_model: Any, calib: torch.Tensor, method: str = "minmax") -> Any:
                              advanced_parameters=advanced)
 
 
-def save(ov_model: Any, path: Path) -> None:
-    """``path`` (.xml) and its .bin, full precision, written so that a reader never sees half an IR:
-    both land in a temporary folder first, the weights are moved in before the graph."""
+def save(ov_model: Any, path: Path, fp16: bool = False) -> None:
+    """``path`` (.xml) and its .bin, full precision (``fp16``: float weights stored as FP16, widened
+    when compiled), written so that a reader never sees half an IR: both land in a temporary
+    folder first, the weights are moved in before the graph."""
     import openvino as ov
 
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
         xml = Path(tmp) / path.name
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        ov.save_model(ov_model, str(xml), compress_to_fp16=fp16)
         os.replace(xml.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(xml, path)
 

@@ -8,9 +8,17 @@ from typing import ClassVar, Literal
 from cnn_compress.core.config import require
 
 
+def _amp(value: object, key: str) -> str:
+    """YAML 1.1 reads a bare ``off`` as false: take it as "off", as the user meant."""
+    value = "off" if value is False else value
+    require(value in ("off", "bf16", "fp16"), key, f"must be one of off, bf16, fp16, got {value!r}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     SECTION: ClassVar[str] = "train"
+    COERCE: ClassVar[dict] = {"amp": _amp}
     epochs: int = 15  # enough for > 95% on digits; CIFAR wants ~200
     steps_per_epoch: int = 0  # 0 = the whole training split; else an epoch is this many batches (short CPU schedules)
     batch_size: int = 64
@@ -25,6 +33,7 @@ class TrainConfig:
     seed: int = 0  # fixes init, shuffling and augmentation: CPU runs are bit-for-bit reproducible
     threads: int = 2  # torch intra-op threads; fixed so results do not depend on the machine's cores
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast; fp16 (CUDA only) with a gradient scaler
 
     def __post_init__(self) -> None:
         sec = self.SECTION
@@ -51,11 +60,28 @@ class RatioRow:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """``finetune.distill``: learn from a teacher's softened outputs as well as from the labels
+    (Hinton et al.): loss = (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)."""
+
+    SECTION: ClassVar[str] = "finetune.distill"
+    weight: float = 0.0  # 0 = off
+    temperature: float = 4.0
+    teacher: str = "baseline"  # the unpruned trained model (models/baseline.pt) or a checkpoint path
+
+    def __post_init__(self) -> None:
+        require(0 <= self.weight <= 1, f"{self.SECTION}.weight", f"must be in [0, 1], got {self.weight}")
+        require(self.temperature > 0, f"{self.SECTION}.temperature", f"must be > 0, got {self.temperature}")
+        require(bool(self.teacher), f"{self.SECTION}.teacher", "must be 'baseline' or a checkpoint path")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     SECTION: ClassVar[str] = "finetune"
     epochs: int = 5  # recovers most of the accuracy lost to 50% sparsity on digits
     lr: float = 0.01  # a tenth of training's: the weights are already good
     by_ratio: tuple[RatioRow, ...] = ()  # harder pruning, longer fine-tuning: first row with ratio <= upto wins
+    distill: DistillConfig = DistillConfig()  # knowledge distillation (off by default); also QAT / fixed<N> epochs
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,9 +6,11 @@ an unchanged stage writes the same bytes and nothing downstream re-runs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import time
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from cnn_compress.core.errors import ConfigError
 from cnn_compress.data.dataset import Dataset, augment, batches, normalize
 from cnn_compress.data.evaluation import predict_logits, score
 from cnn_compress.train.config import TrainConfig
+from cnn_compress.train.distill import distill_loss
 from cnn_compress.train.resume import Resume
 
 
@@ -102,18 +105,48 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+class Precision:
+    """``amp``: autocast to bf16 / fp16 around the forward pass; fp16 also scales the loss so small
+    gradients do not underflow (bf16 has float32's range and needs no scaler)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        if cfg.amp == "fp16" and device.type != "cuda":
+            raise ConfigError(f"{cfg.SECTION}.amp: fp16 autocast needs CUDA (use bf16 on the CPU)")
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.device = device.type
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+
 def train_model(
     model: nn.Module,
     ds: Dataset,
     cfg: TrainConfig,
     masks: dict[str, torch.Tensor] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    teacher: nn.Module | None = None,
+    stats: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Train in place; return one row per epoch (loss, accuracy, val loss/accuracy, lr).
 
     ``resume`` names the output this run produces: after every epoch the full state (weights,
     optimizer, generator, RNG, history) is saved under that name, and a run killed mid-way
-    continues from its last completed epoch to the same bytes (``train/resume.py``).
+    continues from its last completed epoch to the same bytes (``train/resume.py``). With a
+    ``teacher`` and ``cfg.distill.weight`` > 0 the loss also matches the teacher's soft outputs.
+    ``stats``, when given, receives the images trained on and the seconds the training steps took
+    (validation excluded): the run's throughput, which never enters the returned history.
 
     Under ``torchrun`` each rank takes its share of every global batch (the same shuffled order
     on all ranks) and DistributedDataParallel averages the gradients, so ``batch_size`` stays the
@@ -136,15 +169,20 @@ def train_model(
     per_epoch = math.ceil(len(y_all) / cfg.batch_size)
     per_epoch = min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch
     total = cfg.epochs * per_epoch
-    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks)
-    start, step, history = _restore(state, model, opt, order)
+    distill = getattr(cfg, "distill", None)
+    teacher = teacher.to(device).eval() if teacher is not None and distill is not None and distill.weight else None
+    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks, teacher)
+    precision = Precision(cfg, device)
+    start, step, history = _restore(state, model, opt, order, precision)
     bar = tqdm(range(start, cfg.epochs), desc=cfg.SECTION, unit="epoch", initial=start, total=cfg.epochs,
                disable=not sys.stderr.isatty() or rank > 0)
+    seconds = 0.0
     for epoch in bar:
         model.train()
         _hold_frozen_batchnorm(model)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         lr = cfg.lr
+        started = time.perf_counter()
         for i, idx in enumerate(batches(len(y_all), cfg.batch_size, order)):
             if i >= per_epoch:  # the shuffled order still advances: the next epoch sees other images
                 break
@@ -156,18 +194,24 @@ def train_model(
                 group["lr"] = lr
             x = augment(normalize(x_all[idx], ds.mean, ds.std), cfg.crop_pad, cfg.flip, aug, cfg.cutout)
             y = y_all[idx]
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with precision.autocast():
+                logits = net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = teacher(x)
+                    loss = distill_loss(logits, soft, loss, distill)
+            precision.step(loss, opt)
             if masks:
                 apply_masks(model, masks)
             step += 1
             sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)])
+        seconds += time.perf_counter() - started
         if world > 1:
             dist.all_reduce(sums)
         loss_sum, correct, seen = sums.tolist()
+        if stats is not None:
+            stats["images"], stats["seconds"] = stats.get("images", 0.0) + seen, seconds
         row = {"epoch": epoch + 1, "lr": round(lr, 8), "train_loss": round(loss_sum / max(seen, 1), 6),
                "train_acc": round(100.0 * correct / max(seen, 1), 4)}
         if len(ds.splits["val"]):
@@ -178,15 +222,16 @@ def train_model(
         if state is not None:
             state.save({"epoch": epoch + 1, "step": step, "history": history, "optimizer": opt.state_dict(),
                         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "generator": order.get_state(), "torch_rng": torch.get_rng_state()})
+                        "generator": order.get_state(), "torch_rng": torch.get_rng_state(),
+                        "scaler": precision.scaler.state_dict() if precision.scaler else {}})
     model.cpu().eval()
     if state is not None:
         state.finish()
     return history
 
 
-def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer,
-             order: torch.Generator) -> tuple[int, int, list[dict[str, Any]]]:
+def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator,
+             precision: Precision) -> tuple[int, int, list[dict[str, Any]]]:
     """(first epoch, step, history): from the saved state of a killed run, else from the start."""
     saved = state.load() if state is not None else None
     if saved is None:
@@ -195,8 +240,16 @@ def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer,
     opt.load_state_dict(saved["optimizer"])
     order.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
+    if precision.scaler is not None and saved.get("scaler"):
+        precision.scaler.load_state_dict(saved["scaler"])
     print(f"resuming after epoch {saved['epoch']} from {state.path}", file=sys.stderr)
     return int(saved["epoch"]), int(saved["step"]), list(saved["history"])
+
+
+def images_per_s(stats: dict[str, float]) -> float | None:
+    """Training throughput of a run (``train_model(stats=...)``); None when nothing was trained.
+    One process, one run: compare runs of the same machine and load, as ratios."""
+    return round(stats["images"] / stats["seconds"], 1) if stats.get("seconds") else None
 
 
 def evaluate(model: nn.Module, ds: Dataset, split: str = "test", batch_size: int = 256) -> dict[str, float]:

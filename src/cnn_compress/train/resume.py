@@ -31,11 +31,11 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def run_digest(cfg: Any, model: torch.nn.Module, data: tuple[torch.Tensor, ...],
-               masks: dict[str, torch.Tensor]) -> str:
+               masks: dict[str, torch.Tensor], teacher: torch.nn.Module | None = None) -> str:
     """What a training run starts from, as 16 hex digits: equal digests, equal runs."""
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode())
-    for group in (model.state_dict(), masks):
+    for group in (model.state_dict(), masks, teacher.state_dict() if teacher is not None else {}):
         for name in sorted(group):
             h.update(f"{name}:{group[name].dtype}:{tuple(group[name].shape)}".encode())
             h.update(_tensor_bytes(group[name]))
@@ -58,10 +58,11 @@ class Resume:
 
     @classmethod
     def for_run(cls, output: str | os.PathLike[str] | None, cfg: Any, model: torch.nn.Module,
-                data: tuple[torch.Tensor, ...], masks: dict[str, torch.Tensor]) -> Resume | None:
+                data: tuple[torch.Tensor, ...], masks: dict[str, torch.Tensor],
+                teacher: torch.nn.Module | None = None) -> Resume | None:
         if output is None or os.environ.get("CNN_COMPRESS_RESUME", "1") == "0":
             return None
-        return cls(output, run_digest(cfg, model, data, masks))
+        return cls(output, run_digest(cfg, model, data, masks, teacher))
 
     def _others(self) -> list[Path]:
         if not self.path.parent.is_dir():

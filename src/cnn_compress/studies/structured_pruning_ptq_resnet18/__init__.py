@@ -28,10 +28,11 @@ from cnn_compress.studies.registry import StudyContext, register_study
 
 NAME = "structured_pruning_ptq_resnet18"
 PUBLISHED = "structured-pruning-ptq-resnet18.yaml"
-# the runtime standing in for TensorRT -> the artifact of each published format (FP16 on a CPU
-# runtime: the PyTorch half-precision checkpoint, the only FP16 artifact the pipeline builds for CPU)
+# the runtime standing in for TensorRT -> the artifact of each published format (FP16: OpenVINO's
+# FP16-weight IR, widened to f32 when compiled for a CPU without FP16 arithmetic; ONNX Runtime's FP16
+# row is the PyTorch half-precision checkpoint)
 RUNTIMES = {
-    "openvino": {"FP32": "openvino_fp32", "FP16": "fp16", "INT8": "openvino_int8"},
+    "openvino": {"FP32": "openvino_fp32", "FP16": "openvino_fp16", "INT8": "openvino_int8"},
     "onnxruntime": {"FP32": "onnx", "FP16": "fp16", "INT8": "ort_int8"},
     "tensorrt": {"FP32": "tensorrt_fp32", "FP16": "tensorrt_fp16", "INT8": "tensorrt_int8"},
 }
@@ -48,11 +49,16 @@ class StructuredPtqConfig:
     rounds: int = 15  # round-robin timing rounds at batch 1
     max_seconds: float = 2.0  # per artifact
     chance: float = 15.0  # top-1 % below which a model counts as collapsed to chance (10 classes: 10%)
+    # the AMP-vs-FP32 table: two unpruned variants fine-tuned alike but for finetune.amp ("" = not measured)
+    fp32_training: str = ""
+    amp_training: str = ""
 
     def __post_init__(self) -> None:
         require(self.threads >= 1, f"{self.SECTION}.threads", "must be >= 1")
         require(self.rounds >= 3, f"{self.SECTION}.rounds", "must be >= 3")
         require(self.max_seconds > 0, f"{self.SECTION}.max_seconds", "must be > 0")
+        require(bool(self.fp32_training) == bool(self.amp_training), f"{self.SECTION}.amp_training",
+                "name both fp32_training and amp_training, or neither")
 
 
 @dataclass
@@ -110,6 +116,24 @@ def measured(v: Variant, artifact: str, times: dict[str, dict[str, Any]]) -> dic
             "ccz_MB": round(row.get("size_compressed_bytes", row["size_bytes"]) / 2**20, 3)}
 
 
+def training_runs(cfg: StructuredPtqConfig, names: list[str]) -> dict[str, str]:
+    """{"FP32": variant, "AMP": variant} of the training-precision table, checked; {} when not set."""
+    runs = {"FP32": cfg.fp32_training, "AMP": cfg.amp_training} if cfg.amp_training else {}
+    for label, name in runs.items():
+        if name not in names:
+            key = "fp32_training" if label == "FP32" else "amp_training"
+            raise ConfigError(f"study.{NAME}.{key}: '{name}' is not a variant of this study folder")
+    return runs
+
+
+def read_training(name: str) -> dict[str, Any]:
+    """A fine-tuning run's accuracy, precision and throughput (variants/<v>/finetune.json)."""
+    try:
+        return json.loads(Path("variants", name, "finetune.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"study: variant {name} has no fine-tuning results ({exc})") from None
+
+
 @register_study(NAME, StructuredPtqConfig)
 def run(cfg: StructuredPtqConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.core.stage import PREPARED
@@ -120,12 +144,13 @@ def run(cfg: StructuredPtqConfig, ctx: StudyContext) -> dict[str, Any]:
 
     if cfg.dense not in ctx.variants:
         raise ConfigError(f"study.{NAME}.dense: '{cfg.dense}' is not a variant of this study folder")
-    variants = sorted((read_variant(v) for v in ctx.variants), key=lambda v: v.pct)
+    amp_runs = training_runs(cfg, ctx.variants)
+    variants = sorted((read_variant(v) for v in ctx.variants if v not in amp_runs.values()), key=lambda v: v.pct)
     dense = next(v for v in variants if v.name == cfg.dense)
     if dense.pct != 0:
         raise ConfigError(f"study.{NAME}.dense: variant '{cfg.dense}' is pruned ({dense.pct}%), not the baseline")
     times = time_all(timed_keys(variants, cfg), cfg, load_dataset(PREPARED))
-    frames = tables.build(variants, dense, cfg, times, published(PUBLISHED))
+    frames = tables.build(variants, dense, cfg, times, published(PUBLISHED), amp_runs)
     checks = tables.shape_checks(frames, cfg)
     tables.write(ctx.out, cfg, frames, checks, machine_info(cfg.threads), published(PUBLISHED) is not None)
     sweep = frames["structured_pruning_sweep_c10"].dropna(subset=["acc_after_ft_pct ours"])

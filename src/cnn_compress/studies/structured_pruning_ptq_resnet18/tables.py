@@ -14,13 +14,14 @@ FORMATS = ("FP32", "FP16", "INT8")
 SWEEP = "structured_pruning_sweep_c10"
 PTQ = "ptq_resnet18_c10"
 COMBINED = "pruning_plus_ptq_resnet18_c10"
+AMP = "amp_vs_fp32_training"
 SWEEP_COLS = ["size_MB", "params_M", "inference_ms_per_image", "acc_before_ft_pct", "acc_after_ft_pct", "ft_lr",
               "ft_epochs", "epoch_time_s"]  # the published sweep's columns
 # tables this folder cannot measure, and why (their published rows are still shown)
 NOT_MEASURED = {
     "ptq_resnet18_c100": "a CIFAR-100 model; every scale of this folder trains on CIFAR-10",
     "ptq_resnet20_c10": "a second model; this folder has one (ResNet-20's small-model question is study 004's)",
-    "amp_vs_fp32_training": "mixed-precision training is not built yet (issue 17)",
+    "amp_vs_fp32_training": "no fp32_training / amp_training variants in this folder's study section",
     "tiny_imagenet_literature": "literature figures the study quotes, not an experiment",
 }
 
@@ -86,7 +87,7 @@ def format_rows(variants: list[Any], cfg: Any, times: dict[str, dict[str, Any]])
 
 
 def build(variants: list[Any], dense: Any, cfg: Any, times: dict[str, dict[str, Any]],
-          study: dict[str, Any] | None) -> dict[str, pd.DataFrame]:
+          study: dict[str, Any] | None, amp_runs: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     base = float(dense.rows["finetuned"]["top1"])
     pub_sweep = published_table(study, SWEEP)
     pub_base = None if pub_sweep is None else float(pub_sweep.acc_before_ft_pct.iloc[0])
@@ -101,11 +102,33 @@ def build(variants: list[Any], dense: Any, cfg: Any, times: dict[str, dict[str, 
     frames[COMBINED] = side_by_side(pruned, published_table(study, COMBINED), ["prune_pct", "format"], measure_cols,
                                     accs)
     frames["final_results"] = final_rows(frames, study, cfg)
+    if amp_runs:
+        frames[AMP] = amp_rows(amp_runs, published_table(study, AMP))
     for table_id in NOT_MEASURED:
         pub = published_table(study, table_id)
-        if pub is not None:
+        if pub is not None and table_id not in frames:
             frames[table_id] = pub.rename(columns={c: f"{c} pub" for c in pub.columns[1:]})
     return frames
+
+
+def amp_rows(runs: dict[str, str], pub: pd.DataFrame | None) -> pd.DataFrame:
+    """Fine-tuning with and without mixed precision: accuracy, and throughput as a ratio to FP32's."""
+    from cnn_compress.studies.structured_pruning_ptq_resnet18 import read_training
+
+    got = {label: read_training(name) for label, name in runs.items()}
+    fp32_speed = got["FP32"].get("train_images_per_s")
+    recs = [{"training_precision": label, "test_acc_pct": r["top1"], "variant": runs[label], "amp": r.get("amp"),
+             "images_per_s": r.get("train_images_per_s"),
+             "speed_vs_fp32": round(r["train_images_per_s"] / fp32_speed, 3)
+             if fp32_speed and r.get("train_images_per_s") else None} for label, r in got.items()]
+    ours = pd.DataFrame(recs)
+    base = float(got["FP32"]["top1"])
+    pub_base = None if pub is None else float(pub.set_index("training_precision").test_acc_pct.get("FP32"))
+    frame = side_by_side(ours, pub, ["training_precision"], ["test_acc_pct"], {"test_acc_pct": (base, pub_base)})
+    if pub is not None:  # the published speed figure has no unit: shown, never compared
+        speed = pub.set_index("training_precision")["training_speed_figure_unit_unstated"]
+        frame["training_speed_figure_unit_unstated pub"] = frame.training_precision.map(speed)
+    return frame
 
 
 def _normalised(pub: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -155,7 +178,17 @@ def shape_checks(frames: dict[str, pd.DataFrame], cfg: Any) -> dict[str, bool]:
         "int8_within_1_point_of_fp32": bool(len(int8)) and bool(((int8.INT8 - int8.FP32).abs() <= 1.0).all()),
         "fp16_within_0_1_point_of_fp32": bool(len(fp16)) and bool(((fp16.FP16 - fp16.FP32).abs() <= 0.1).all()),
         "int8_faster_than_fp32": bool(len(speed)) and bool((speed.INT8 < speed.FP32).all()),
-    }
+    } | amp_checks(frames)
+
+
+def amp_checks(frames: dict[str, pd.DataFrame]) -> dict[str, bool]:
+    """AMP's accuracy within half a point of FP32's, and AMP faster (only where the table was measured)."""
+    if AMP not in frames or "test_acc_pct ours" not in frames[AMP]:
+        return {}
+    amp = frames[AMP].set_index("training_precision")
+    acc, speed = amp["test_acc_pct ours"], amp["speed_vs_fp32"]
+    return {"amp_within_0_5_point_of_fp32": bool(abs(acc["AMP"] - acc["FP32"]) <= 0.5),
+            "amp_training_faster_than_fp32": bool(pd.notna(speed["AMP"]) and speed["AMP"] > 1)}
 
 
 KEYS = {SWEEP: ["prune_pct"], PTQ: ["format"], COMBINED: ["prune_pct", "format"], "final_results": ["model"],
@@ -226,6 +259,10 @@ def finding(frames: dict[str, pd.DataFrame], checks: dict[str, bool]) -> str:
         f32, i8 = ptq.loc["FP32"], ptq.loc["INT8"]
         text += (f"; unpruned INT8 is {f32['inference_ms_per_image ours'] / i8['inference_ms_per_image ours']:.2f}x "
                  f"as fast as FP32 at {i8['test_acc_pct ours'] - f32['test_acc_pct ours']:+.2f} points")
+    if AMP in frames and "test_acc_pct ours" in frames[AMP]:
+        amp = frames[AMP].set_index("training_precision")
+        text += (f"; {amp.amp['AMP']} fine-tuning ends {amp['test_acc_pct ours']['AMP'] - amp['test_acc_pct ours']['FP32']:+.2f}"
+                 f" points from FP32 at {amp.speed_vs_fp32['AMP']:.2f}x its throughput")
     return text + f"; the published shape holds in {sum(checks.values())} of {len(checks)} checks."
 
 
@@ -239,7 +276,8 @@ def write(out: Path, cfg: Any, frames: dict[str, pd.DataFrame], checks: dict[str
            if have_published else "`../shared` was not found: published columns are empty.")
     titles = {SWEEP: "Structured L1 pruning sweep, fine-tuned per ratio",
               PTQ: f"Post-training formats, unpruned ({cfg.runtime} for TensorRT)",
-              COMBINED: "Pruning combined with the formats", "final_results": "Headline rows"}
+              COMBINED: "Pruning combined with the formats", "final_results": "Headline rows",
+              AMP: "Fine-tuning with and without mixed precision (images/s: whole run, one process each)"}
     parts = [
         f"# structured-pruning-ptq-resnet18, scale `{cfg.scale}`\n",
         f"Generated by `dvc repro dvc.yaml` in this folder (stage `study@{cfg.SECTION.split('.')[1]}`); do not edit "
@@ -250,11 +288,12 @@ def write(out: Path, cfg: Any, frames: dict[str, pd.DataFrame], checks: dict[str
         f"**Finding.** {finding(frames, checks)}\n",
         f"Measured on {machine_line(machine)}.\n",
     ]
-    for table_id, title in titles.items():
-        parts += [f"## {title} (`{table_id}`)\n", markdown(frames[table_id], ".4g"), ""]
+    measured = [t for t in titles if t in frames and (t != AMP or "test_acc_pct ours" in frames[t])]
+    for table_id in measured:
+        parts += [f"## {titles[table_id]} (`{table_id}`)\n", markdown(frames[table_id], ".4g"), ""]
     parts.append("## Published tables this folder does not measure\n")
     for table_id, why in NOT_MEASURED.items():
-        if table_id in frames:
+        if table_id in frames and table_id not in measured:
             parts += [f"### `{table_id}`: {why}\n", markdown(frames[table_id], ".4g"), ""]
     parts += ["## The published shape, checked on our rows\n",
               "\n".join(f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in checks.items()), ""]
