@@ -36,6 +36,7 @@ def study_project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_deploy_study_smoke_writes_every_table(tmp_path):
     repo = study_project(tmp_path)
     folder = repo / "studies/deploy-cpu/smoke"
@@ -149,6 +150,7 @@ SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", ROOT.parent / "shared"))
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
     """The smoke scale of study 004 writes each published table with the published rows and columns
     beside ours (structure only: tiny data says nothing about the figures)."""
@@ -189,6 +191,7 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
     """Study 001 at smoke scale: every published table with its rows and columns beside ours, the
     published figures unchanged, latencies timed for every format row the folder built."""
