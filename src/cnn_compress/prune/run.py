@@ -20,6 +20,7 @@ from cnn_compress.prune.pruning import (
     structured_policy,
 )
 from cnn_compress.train.config import FinetuneConfig
+from cnn_compress.train.distill import load_teacher
 from cnn_compress.train.loop import setup_torch, train_model
 
 
@@ -37,9 +38,12 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch))
     macs_before = count_macs(ckpt.model, ckpt.input_shape)
 
+    teacher = load_teacher(step_cfg.distill) if step_cfg is not None else None  # finetune.distill
+
     def after_step(model: nn.Module, step: int) -> None:  # iterative schedules train between steps
         if step_cfg is not None:
-            train_model(model, ds, dataclasses.replace(step_cfg, epochs=cfg.step_epochs), masks=sparsity_masks(model))
+            train_model(model, ds, dataclasses.replace(step_cfg, epochs=cfg.step_epochs), masks=sparsity_masks(model),
+                        teacher=teacher)
 
     policy = structured_policy(ckpt.model) if cfg.method == "structured" else "all"
     if cfg.order == "after_quantize":
