@@ -185,6 +185,11 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
     assert set(ablation.row) == {"published", *params["settings"]}
     metrics = json.loads((folder / "metrics/study.json").read_text())
     assert {"baseline_top1", "asym_ge_sym_at_4_bits_and_below", "collapse_at_2_bits_without_ft", "closest_setting"} <= set(metrics)
+    kd = frame[frame.table == "distillation"].pivot(index="row", columns="column", values="value")
+    assert set(kd.index) == {"q3_asym", "q2_asym", "sparse80", "sparse80_q4_asym"}
+    gains = kd.distilled.astype(float) - kd.plain.astype(float)
+    assert (gains.round(2) == kd.gain.astype(float)).all() and {f"kd_gain_{k}" for k in kd.index} <= set(metrics)
+    assert "## Fine-tuning with and without distillation" in text
     plot = pd.read_csv(folder / "plots/study.csv")
     assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
     assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000

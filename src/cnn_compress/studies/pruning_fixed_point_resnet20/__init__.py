@@ -54,6 +54,10 @@ class FixedPointStudyConfig:
     bits: tuple[int, ...] = (6, 5, 4, 3, 2)
     close_ratio: float = 1.5  # a drop counts as close when within this factor of the published one...
     close_points: float = 0.5  # ... or within this many points (below it, test-set noise decides)
+    # the distillation table (ours, issue 17): variants that repeat dense_ft / combined with the same
+    # epochs but finetune.distill on ("" = not built)
+    dense_kd: str = ""
+    combined_kd: str = ""
 
     def __post_init__(self) -> None:
         require(len(self.pruned) == len(METHODS), f"{self.SECTION}.pruned", f"must name {len(METHODS)} variants")
@@ -215,7 +219,7 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.studies.common import published, published_table
     from cnn_compress.studies.pruning_fixed_point_resnet20 import report
 
-    for v in (cfg.dense, cfg.dense_ft, cfg.combined, *cfg.pruned):
+    for v in (cfg.dense, cfg.dense_ft, cfg.combined, *cfg.pruned, *filter(None, (cfg.dense_kd, cfg.combined_kd))):
         if v not in ctx.variants:
             raise ConfigError(f"study.{NAME}: '{v}' is not a variant of this study folder")
     rows, study = Rows(ctx.variants), published(PUBLISHED)
@@ -229,6 +233,8 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
                                                 pub_base),
         "ablation": ablation(rows, cfg, quant_pub, base, pub_base),
     }
+    if cfg.dense_kd or cfg.combined_kd:
+        tables["distillation"] = distill_table(rows, cfg, base)
     checks = shape_checks(tables["quant_no_finetune"], tables["asym_quant_finetune"], tables["pruned_then_quantized"])
     report.write(ctx.out, cfg, tables, checks, base, pub_base, machine_info(1), study is not None)
     prune = tables["pruning_finetune"].set_index("variant")
@@ -238,7 +244,27 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     return {"baseline_top1": base, **{f"{v}_drop": float(prune.loc[v, "acc drop ours"]) for v in cfg.pruned},
             **{f"q{b}_asym_drop": _num(q.loc[b, "asym drop ours"]) for b in cfg.bits},
             **{f"q{b}_sym_drop": _num(q.loc[b, "sym drop ours"]) for b in cfg.bits},
-            **checks, "closest_setting": closest, "setting_is_closest": closest in (None, cfg.setting)}
+            **checks, "closest_setting": closest, "setting_is_closest": closest in (None, cfg.setting),
+            **({f"kd_gain_{r.key}": _num(r.gain) for r in tables["distillation"].itertuples()}
+               if "distillation" in tables else {})}
+
+
+def distill_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.DataFrame:
+    """Plain fine-tuning against fine-tuning that also learns from the unpruned model, same epochs."""
+    cases = []
+    if cfg.dense_kd:
+        cases += [(f"q{b}_asym", f"{b}-bit asymmetric, fine-tuned", cfg.dense_ft, cfg.dense_kd,
+                   artifact(cfg.setting, b, "asymmetric", ft=True)) for b in (3, 2)]
+    if cfg.combined_kd:
+        cases += [("sparse80", "80% sparse, fine-tuned", cfg.combined, cfg.combined_kd, "finetuned"),
+                  ("sparse80_q4_asym", "80% sparse + 4-bit asymmetric, fine-tuned", cfg.combined, cfg.combined_kd,
+                   artifact(cfg.setting, 4, "asymmetric", ft=True))]
+    recs = []
+    for key, what, plain, kd, name in cases:
+        a, b = rows.need(plain, name), rows.need(kd, name)
+        recs.append({"key": key, "model": what, "artifact": name, "plain": a, "distilled": b,
+                     "gain": round(b - a, 2), "plain drop": round(base - a, 2), "distilled drop": round(base - b, 2)})
+    return pd.DataFrame(recs)
 
 
 def _num(value: Any) -> float | None:

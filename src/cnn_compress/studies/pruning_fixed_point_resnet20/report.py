@@ -10,7 +10,7 @@ from cnn_compress.core import atomic
 from cnn_compress.studies.common import machine_line, markdown
 
 KEYS = {"pruning_finetune": "method", "quant_no_finetune": "nbits", "asym_quant_finetune": "nbits",
-        "pruned_then_quantized": "nbits", "ablation": "setting"}
+        "pruned_then_quantized": "nbits", "ablation": "setting", "distillation": "key"}
 
 
 def long_frame(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -67,6 +67,16 @@ def finding(tables: dict[str, pd.DataFrame], checks: dict[str, bool], cfg: Any) 
     return text + f"; the published shape holds in {sum(checks.values())} of {len(checks)} checks."
 
 
+def distill_part(tables: dict[str, pd.DataFrame]) -> list[str]:
+    if "distillation" not in tables:
+        return []
+    kd = tables["distillation"]
+    return ["## Fine-tuning with and without distillation (ours; not in the published study)\n",
+            "The same epochs and learning rate; `distilled` also learns from the unpruned model's softened outputs "
+            "(`finetune.distill` of the variants named in the study section). `gain`: points distillation adds.\n",
+            markdown(kd), "", f"Distillation recovers more in {int((kd.gain > 0).sum())} of {len(kd)} rows.\n"]
+
+
 def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str, bool], base: float,
           pub_base: float | None, machine: dict[str, Any], have_published: bool) -> None:
     atomic.write_text(out / "results.csv", long_frame(tables).to_csv(index=False))
@@ -94,6 +104,7 @@ def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str
         f"`worst factor 4-6 bits`: the largest factor between our drop and the published one at 4-6 bits; "
         f"`close 4-6 bits`: every such drop within {cfg.close_ratio}x or {cfg.close_points} points of the published one.\n",
         markdown(tables["ablation"]), "",
+        *distill_part(tables),
         "## The published shape, checked on our rows\n",
         "\n".join(f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in checks.items()), "",
     ]
