@@ -3,7 +3,8 @@
 Reads: configs/<variant>/finetune.json, variants/<variant>/pruned.pt, data/prepared (and the
 teacher, models/baseline.pt by default, when finetune.distill.weight > 0).
 Writes: variants/<variant>/finetuned.pt, variants/<variant>/finetune.json (test accuracy, epochs,
-lr, amp, distillation weight, training images/s), variants/<variant>/finetune_curve.csv.
+lr, amp, distillation weight, training images/s: the one figure that differs between re-runs),
+variants/<variant>/finetune_curve.csv.
 """
 from cnn_compress.core import atomic
 from cnn_compress.core.config import load_resolved, to_dict
@@ -28,7 +29,7 @@ def main() -> None:
     model = ckpt.model
     speed: dict[str, float] = {}
     history = train_model(model, ds, cfg, masks=sparsity_masks(model), resume=paths.finetuned,
-                          teacher=load_teacher(cfg.distill), stats=speed)
+                          teacher=load_teacher(cfg.distill, ds), stats=speed)
     if not is_writer():  # under torchrun only rank 0 writes
         return
     save_checkpoint(paths.finetuned, ckpt.derive(model, "finetune", to_dict(cfg)))

@@ -35,7 +35,7 @@ def main() -> None:
     finetune = finetune or FinetuneConfig()
     setup_torch(finetune.seed, finetune.threads)  # QAT and fixed<N> fine-tuning are seeded like finetune
     calib = calibration_batch(ds, cfg.calib_per_class)
-    manifest = quantize_all(ckpt, cfg, QuantContext(calib, ds, finetune, load_teacher(finetune.distill)), paths.quantized, transform)
+    manifest = quantize_all(ckpt, cfg, QuantContext(calib, ds, finetune, load_teacher(finetune.distill, ds)), paths.quantized, transform)
     print(f"{paths.name}: quantized into {', '.join(manifest)} ({len(calib)} calibration images)")
 
 

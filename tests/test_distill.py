@@ -80,3 +80,15 @@ def test_a_distilled_variant_runs_through_dvc_and_records_its_teacher(reproduced
 
     fixed = load_checkpoint(repo / "variants/kd/quantized/fixed3.pt")
     assert fixed.history[-1]["config"]["settings"]["epochs"] == 1  # fine-tuned (with the teacher) at 3 bits
+
+
+def test_a_teacher_of_other_classes_is_refused(tiny_dataset, tiny_checkpoint, tmp_path):
+    from cnn_compress.models.checkpoint import save_checkpoint
+    from cnn_compress.train.distill import load_teacher
+
+    other = tiny_checkpoint.derive(tiny_checkpoint.model, "test", {})
+    other.class_names = list(reversed(other.class_names))
+    save_checkpoint(tmp_path / "t.pt", other)
+    with pytest.raises(ConfigError, match=r"^finetune.distill.teacher: .*t.pt was trained on other classes"):
+        load_teacher(DistillConfig(weight=0.5, teacher=str(tmp_path / "t.pt")), tiny_dataset)
+    assert load_teacher(DistillConfig(weight=0.0), tiny_dataset) is None

@@ -17,7 +17,7 @@ from cnn_compress.models.zoo import build_model
 from cnn_compress.prune.pruning import sparsity_masks
 from cnn_compress.train.config import FinetuneConfig, TrainConfig
 from cnn_compress.train.loop import setup_torch, train_model
-from cnn_compress.train.resume import Resume
+from cnn_compress.train.resume import Resume, run_digest
 
 CFG = TrainConfig(epochs=4, batch_size=32, lr=0.05, device="cpu", steps_per_epoch=3)
 
@@ -145,3 +145,25 @@ def test_dvc_repro_killed_mid_training_continues_to_the_same_checkpoint(tmp_path
     assert not (killed / ".resume").exists()
     set_params(killed, {"train": {"epochs": 30, "lr": 0.05}})  # nothing stale is left to resume from
     assert "resuming" not in dvc("repro", "train", cwd=killed).stderr
+
+
+def test_a_state_that_does_not_fit_is_dropped_and_training_starts_over(tiny_dataset, tmp_path, capfd):
+    reference, _ = _run(tiny_dataset)
+    with pytest.raises(Killed):
+        _run(tiny_dataset, kill_after=1)
+    (path,) = (tmp_path / ".resume").glob("*.pt")
+    state = torch.load(path, weights_only=True)
+    state["optimizer"] = {"state": {}, "param_groups": []}  # written by another version, say
+    torch.save(state, path)
+    model, _ = _run(tiny_dataset)
+    assert "does not fit this run" in capfd.readouterr().err
+    assert _same_state(model, reference)
+
+
+def test_settings_outside_the_weights_key_the_state():
+    """A fixed-point format's bits live outside the weights: they are part of the key (run_key)."""
+    model = _model()
+    digests = {run_digest(CFG, model, (), {}, extra={"bits": b}) for b in (2, 3)}
+    frozen = _model()
+    frozen.conv1.weight.requires_grad_(False)
+    assert len(digests | {run_digest(CFG, model, (), {}), run_digest(CFG, frozen, (), {})}) == 4

@@ -38,7 +38,7 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch))
     macs_before = count_macs(ckpt.model, ckpt.input_shape)
 
-    teacher = load_teacher(step_cfg.distill) if step_cfg is not None else None  # finetune.distill
+    teacher = load_teacher(step_cfg.distill, ds) if step_cfg is not None else None  # finetune.distill
 
     def after_step(model: nn.Module, step: int) -> None:  # iterative schedules train between steps
         if step_cfg is not None:

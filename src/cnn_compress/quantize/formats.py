@@ -255,8 +255,10 @@ def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Pat
     params = dict(prepared.named_parameters())
     if missing := [k for k in masks if k not in params]:
         raise UnsupportedFormatError(f"int8_qat: cannot keep the pruning masks, {missing[0]} is not in the exported graph")
-    cfg = dataclasses.replace(ctx.finetune, epochs=fmt.epochs, lr=fmt.lr)
-    history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path, teacher=ctx.teacher)
+    # fake quantization simulates the integer grid in float32: no autocast (bf16 has 8 significant bits)
+    cfg = dataclasses.replace(ctx.finetune, epochs=fmt.epochs, lr=fmt.lr, amp="off")
+    history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path, teacher=ctx.teacher,
+                          run_key=to_dict(fmt))
     move_exported_model_to_eval(prepared)
     save_exported(convert_pt2e(prepared), example, path)
     return {"qat_epochs": cfg.epochs, "qat_final_train_loss": history[-1]["train_loss"] if history else None}
@@ -287,8 +289,8 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
         quantized = {f"{name}.weight" for name in layers}  # their float copies moved under parametrizations
         masks = {(f"{k[:-len('weight')]}parametrizations.weight.original" if k in quantized else k): v
                  for k, v in masks.items()}
-        train_model(model, ds, dataclasses.replace(finetune or FinetuneConfig(), epochs=cfg.epochs,
-                                                   lr=cfg.lr), masks=masks, resume=resume, teacher=teacher)
+        ste = dataclasses.replace(finetune or FinetuneConfig(), epochs=cfg.epochs, lr=cfg.lr, amp="off")  # float32 grid
+        train_model(model, ds, ste, masks=masks, resume=resume, teacher=teacher, run_key=[to_dict(cfg), layers])
         calibrate(chunks())  # activation ranges of the fine-tuned weights
     grids = fq.bake()
     config = {"format": "fixed", "settings": to_dict(cfg), "layers": layers}

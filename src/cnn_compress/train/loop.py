@@ -7,6 +7,7 @@ an unchanged stage writes the same bytes and nothing downstream re-runs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
@@ -138,6 +139,7 @@ def train_model(
     resume: str | os.PathLike[str] | None = None,
     teacher: nn.Module | None = None,
     stats: dict[str, float] | None = None,
+    run_key: Any = None,
 ) -> list[dict[str, Any]]:
     """Train in place; return one row per epoch (loss, accuracy, val loss/accuracy, lr).
 
@@ -147,6 +149,7 @@ def train_model(
     ``teacher`` and ``cfg.distill.weight`` > 0 the loss also matches the teacher's soft outputs.
     ``stats``, when given, receives the images trained on and the seconds the training steps took
     (validation excluded): the run's throughput, which never enters the returned history.
+    ``run_key``: settings outside ``cfg`` and the weights that shape the run, for the resume key.
 
     Under ``torchrun`` each rank takes its share of every global batch (the same shuffled order
     on all ranks) and DistributedDataParallel averages the gradients, so ``batch_size`` stays the
@@ -171,12 +174,11 @@ def train_model(
     total = cfg.epochs * per_epoch
     distill = getattr(cfg, "distill", None)
     teacher = teacher.to(device).eval() if teacher is not None and distill is not None and distill.weight else None
-    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks, teacher)
+    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks, teacher, run_key)
     precision = Precision(cfg, device)
     start, step, history = _restore(state, model, opt, order, precision)
     bar = tqdm(range(start, cfg.epochs), desc=cfg.SECTION, unit="epoch", initial=start, total=cfg.epochs,
                disable=not sys.stderr.isatty() or rank > 0)
-    seconds = 0.0
     for epoch in bar:
         model.train()
         _hold_frozen_batchnorm(model)
@@ -194,24 +196,24 @@ def train_model(
                 group["lr"] = lr
             x = augment(normalize(x_all[idx], ds.mean, ds.std), cfg.crop_pad, cfg.flip, aug, cfg.cutout)
             y = y_all[idx]
-            with precision.autocast():
+            with precision.autocast():  # the forward passes; the losses in float32
                 logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                if teacher is not None:
-                    with torch.no_grad():
-                        soft = teacher(x)
-                    loss = distill_loss(logits, soft, loss, distill)
+                with torch.no_grad():
+                    soft = teacher(x) if teacher is not None else None
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if soft is not None:
+                loss = distill_loss(logits.float(), soft.float(), loss, distill)
             precision.step(loss, opt)
             if masks:
                 apply_masks(model, masks)
             step += 1
             sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)])
-        seconds += time.perf_counter() - started
         if world > 1:
             dist.all_reduce(sums)
         loss_sum, correct, seen = sums.tolist()
         if stats is not None:
-            stats["images"], stats["seconds"] = stats.get("images", 0.0) + seen, seconds
+            stats["images"] = stats.get("images", 0.0) + seen
+            stats["seconds"] = stats.get("seconds", 0.0) + time.perf_counter() - started
         row = {"epoch": epoch + 1, "lr": round(lr, 8), "train_loss": round(loss_sum / max(seen, 1), 6),
                "train_acc": round(100.0 * correct / max(seen, 1), 4)}
         if len(ds.splits["val"]):
@@ -236,12 +238,23 @@ def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer,
     saved = state.load() if state is not None else None
     if saved is None:
         return 0, 0, []
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    order.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])
-    if precision.scaler is not None and saved.get("scaler"):
-        precision.scaler.load_state_dict(saved["scaler"])
+    before = copy.deepcopy((model.state_dict(), opt.state_dict(), order.get_state(), torch.get_rng_state()))
+    try:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        order.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if precision.scaler is not None and saved.get("scaler"):
+            precision.scaler.load_state_dict(saved["scaler"])
+    except Exception as exc:  # a state that does not fit this model: never half-applied
+        print(f"warning: {state.path}: resume state does not fit this run ({type(exc).__name__}), ignored; "
+              "training starts over", file=sys.stderr)
+        model.load_state_dict(before[0])
+        opt.load_state_dict(before[1])
+        order.set_state(before[2])
+        torch.set_rng_state(before[3])
+        state.path.unlink(missing_ok=True)
+        return 0, 0, []
     print(f"resuming after epoch {saved['epoch']} from {state.path}", file=sys.stderr)
     return int(saved["epoch"]), int(saved["step"]), list(saved["history"])
 

@@ -10,6 +10,7 @@ load, is dropped with a warning. The file is removed when training completes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,15 +27,30 @@ KEYS = ("epoch", "step", "history", "model", "optimizer", "generator", "torch_rn
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().cpu().contiguous().reshape(-1)
+    # a copy: exposing a module's own buffer to numpy would pin its storage, and fake-quantize
+    # observers resize theirs in place
+    t = t.detach().to("cpu", copy=True).contiguous().reshape(-1)
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def run_digest(cfg: Any, model: torch.nn.Module, data: tuple[torch.Tensor, ...],
-               masks: dict[str, torch.Tensor], teacher: torch.nn.Module | None = None) -> str:
-    """What a training run starts from, as 16 hex digits: equal digests, equal runs."""
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """The library's code: a run resumed under other code would not end where a whole run does."""
     h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode())
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def run_digest(cfg: Any, model: torch.nn.Module, data: tuple[torch.Tensor, ...],
+               masks: dict[str, torch.Tensor], teacher: torch.nn.Module | None = None, extra: Any = None) -> str:
+    """What a training run starts from, as 16 hex digits: equal digests, equal runs. ``extra``: what
+    else shapes the run but lives outside the weights (a fixed-point format's settings, say)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([to_dict(cfg), extra], sort_keys=True, default=str).encode())
+    h.update(source_digest().encode())
+    h.update(",".join(n for n, p in model.named_parameters() if p.requires_grad).encode())  # what trains
     for group in (model.state_dict(), masks, teacher.state_dict() if teacher is not None else {}):
         for name in sorted(group):
             h.update(f"{name}:{group[name].dtype}:{tuple(group[name].shape)}".encode())
@@ -59,10 +75,10 @@ class Resume:
     @classmethod
     def for_run(cls, output: str | os.PathLike[str] | None, cfg: Any, model: torch.nn.Module,
                 data: tuple[torch.Tensor, ...], masks: dict[str, torch.Tensor],
-                teacher: torch.nn.Module | None = None) -> Resume | None:
+                teacher: torch.nn.Module | None = None, extra: Any = None) -> Resume | None:
         if output is None or os.environ.get("CNN_COMPRESS_RESUME", "1") == "0":
             return None
-        return cls(output, run_digest(cfg, model, data, masks, teacher))
+        return cls(output, run_digest(cfg, model, data, masks, teacher, extra))
 
     def _others(self) -> list[Path]:
         if not self.path.parent.is_dir():

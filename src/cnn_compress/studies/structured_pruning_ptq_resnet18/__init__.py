@@ -29,8 +29,8 @@ from cnn_compress.studies.registry import StudyContext, register_study
 NAME = "structured_pruning_ptq_resnet18"
 PUBLISHED = "structured-pruning-ptq-resnet18.yaml"
 # the runtime standing in for TensorRT -> the artifact of each published format (FP16: OpenVINO's
-# FP16-weight IR, widened to f32 when compiled for a CPU without FP16 arithmetic; ONNX Runtime's FP16
-# row is the PyTorch half-precision checkpoint)
+# FP16-weight IR; every OpenVINO artifact here is compiled with f32 inference precision, so its row
+# differs from FP32 in the stored weights only; ONNX Runtime's FP16 row is the PyTorch FP16 checkpoint)
 RUNTIMES = {
     "openvino": {"FP32": "openvino_fp32", "FP16": "openvino_fp16", "INT8": "openvino_int8"},
     "onnxruntime": {"FP32": "onnx", "FP16": "fp16", "INT8": "ort_int8"},
@@ -59,6 +59,10 @@ class StructuredPtqConfig:
         require(self.max_seconds > 0, f"{self.SECTION}.max_seconds", "must be > 0")
         require(bool(self.fp32_training) == bool(self.amp_training), f"{self.SECTION}.amp_training",
                 "name both fp32_training and amp_training, or neither")
+        require(not self.amp_training or self.fp32_training != self.amp_training, f"{self.SECTION}.amp_training",
+                "must name another variant than fp32_training")
+        require(self.dense not in (self.fp32_training, self.amp_training), f"{self.SECTION}.dense",
+                "must not be one of the AMP table's variants (they are left out of the sweep)")
 
 
 @dataclass
