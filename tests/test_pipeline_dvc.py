@@ -128,6 +128,8 @@ def test_ratio_change_metrics_diff_plots_and_run_cache(reproduced, tmp_path):
     ccz = diff["metrics/main/ort_int8.json"]["ccz_kib"]
     assert ccz["new"] < ccz["old"]  # sparse + entropy-coded INT8: the Deep Compression size
     assert "metrics/train.json" not in diff  # the baseline did not change
+    table = dvc("metrics", "diff", "HEAD~1", cwd=repo).stdout.splitlines()
+    assert len(table) > 5 and max(map(len, table)) <= 120  # readable in a 120-column terminal
 
     # plots diff overlays both commits' per-layer sparsity, as JSON and as the HTML page users open
     target = "variants/main/sparsity.csv"

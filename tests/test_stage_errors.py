@@ -111,7 +111,7 @@ def test_missing_or_corrupt_checkpoint(project, content, message):
 
 
 @pytest.mark.parametrize("name", ["prepare", "train", "baseline", "variants", "prune", "finetune", "quantize",
-                                  "export", "benchmark", "report"])
+                                  "export", "benchmark", "report", "study"])
 def test_every_stage_answers_help_with_what_it_reads_and_writes(project, name, monkeypatch, capsys):
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", "--help"])
