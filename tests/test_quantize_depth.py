@@ -122,7 +122,7 @@ def test_fixed_fine_tune_epochs_run_through_the_format(tiny_checkpoint, tiny_dat
 def test_int8_static_qat_and_mixed_within_tolerance(digits_checkpoint, digits_dataset, tmp_path):
     calib = calibration_batch(digits_dataset, 32)
     cfg = qcfg("int8_static", "int8_mixed", int8_qat={"epochs": 1})
-    ctx = QuantContext(calib, digits_dataset, FinetuneConfig(device="cpu", batch_size=64))
+    ctx = QuantContext(calib, digits_dataset, FinetuneConfig(device="cpu", batch_size=64, steps_per_epoch=6))  # short QAT
     manifest = quantize_all(digits_checkpoint, cfg, ctx, tmp_path)
     ref = _top1(digits_checkpoint.model.eval(), digits_dataset)
     images, _ = digits_dataset.split("test")
