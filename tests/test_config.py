@@ -17,10 +17,12 @@ def test_defaults_match_params_yaml():
     from cnn_compress.core.config import SECTIONS
     from cnn_compress.data.config import DataConfig
     from cnn_compress.models.config import ModelConfig
+    from cnn_compress.sensitivity.config import SensitivityConfig
     from cnn_compress.variants.resolve import BASE_SECTIONS
 
     params = read_params(Path(__file__).parents[1] / "params.yaml")
-    classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig} | BASE_SECTIONS
+    classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sensitivity": SensitivityConfig}
+    classes |= BASE_SECTIONS
     assert set(classes) | {"variants", "study"} == set(SECTIONS) == set(params)
     for name, cls in classes.items():
         assert set(params[name]) == {f.name for f in dataclasses.fields(cls)}, name

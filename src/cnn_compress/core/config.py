@@ -24,7 +24,8 @@ T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
 # the sections params.yaml may hold: the shared ones, the base of every variant, and the variants
-SECTIONS = ("data", "model", "train", "prune", "finetune", "quantize", "export", "benchmark", "study", "variants")
+SECTIONS = ("data", "model", "train", "prune", "finetune", "quantize", "export", "benchmark", "sensitivity", "study",
+            "variants")
 
 
 def require(ok: bool, key: str, message: str) -> None:
@@ -107,6 +108,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         item = typing.get_args(hint)[0]
         require(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
         return tuple(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:  # per-layer settings: {layer name: value}
+        key_type, item = typing.get_args(hint)
+        require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
+        return {coerce(k, key_type, key): coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin in (Union, types.UnionType):
         for option in typing.get_args(hint):
             try:

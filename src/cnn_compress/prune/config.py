@@ -1,7 +1,7 @@
 """The ``prune`` section: what is removed, how and when."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from cnn_compress.core.config import require
@@ -28,6 +28,10 @@ class PruneConfig:
     steps: int = 1  # iterative: pruning steps (ratio * k / steps after step k)
     step_epochs: int = 0  # iterative: training epochs after each step (finetune.* hyperparameters)
     order: Literal["before_quantize", "after_quantize"] = "before_quantize"  # after: prune each quantized artifact
+    # l1_unstructured: uniform (scope decides) or sensitivity (per-layer ratios meeting `ratio` overall,
+    # the least sensitive layers pruned most; needs the sensitivity stage, resolved into layer_ratios)
+    allocation: Literal["uniform", "sensitivity"] = "uniform"
+    layer_ratios: dict[str, float] = field(default_factory=dict)  # layer name -> its own ratio (overrides scope)
 
     def __post_init__(self) -> None:
         require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
@@ -40,3 +44,9 @@ class PruneConfig:
         require(self.order == "before_quantize" or (self.method == "l1_unstructured" and self.schedule == "oneshot"),
                  "prune.order", "after_quantize prunes quantized weights one-shot: needs method l1_unstructured, "
                  "schedule oneshot")
+        for name, r in self.layer_ratios.items():
+            require(0 <= r < 1, f"prune.layer_ratios.{name}", f"must be in [0, 1), got {r}")
+        require(self.method == "l1_unstructured" or (self.allocation == "uniform" and not self.layer_ratios),
+                "prune.allocation", "per-layer ratios (allocation: sensitivity, layer_ratios) need method l1_unstructured")
+        require(self.order == "before_quantize" or (self.allocation == "uniform" and not self.layer_ratios),
+                "prune.allocation", "per-layer ratios need order: before_quantize")

@@ -64,7 +64,7 @@ def prune_model(
 ) -> nn.Module:
     """Prune ``model`` with ``cfg.method`` to ``cfg.ratio`` in ``cfg.steps`` steps; returns it."""
     pruner = PRUNERS.get(cfg.method)
-    if cfg.ratio == 0:
+    if cfg.ratio == 0 and not cfg.layer_ratios:
         return model
     return pruner(model, cfg, ctx or PruneContext.random("linear"), after_step)
 
@@ -72,9 +72,14 @@ def prune_model(
 @register_pruner("l1_unstructured")
 def l1_unstructured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
     layers = prunable_layers(model)
+    if unknown := sorted(set(cfg.layer_ratios) - {n for n, _ in layers}):
+        raise ConfigError(f"prune.layer_ratios: {unknown[0]!r} names no conv or linear layer of this model")
     for k in range(1, cfg.steps + 1):
         amount = cfg.ratio * k / cfg.steps  # zeros rank lowest, so earlier steps' zeros stay zero
-        if cfg.scope == "global":
+        if cfg.layer_ratios:  # per-layer ratios (allocation: sensitivity): each layer on its own schedule
+            for name, m in layers:
+                torch_prune.l1_unstructured(m, "weight", amount=cfg.layer_ratios.get(name, 0.0) * k / cfg.steps)
+        elif cfg.scope == "global":
             torch_prune.global_unstructured(
                 [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=amount
             )

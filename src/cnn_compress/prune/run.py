@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from cnn_compress.core.config import to_dict
+from cnn_compress.core.errors import ConfigError
 from cnn_compress.data.dataset import Dataset, balanced_subset, normalize
 from cnn_compress.models.checkpoint import Checkpoint
 from cnn_compress.models.zoo import count_macs, count_params, head_name
@@ -32,6 +33,8 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     ``order: after_quantize`` the model passes through and the quantize stage prunes each artifact.
     """
     PRUNERS.check(cfg.method)  # a bad method fails before any work
+    if cfg.allocation == "sensitivity" and not cfg.layer_ratios and cfg.order == "before_quantize":
+        raise ConfigError("prune.allocation: sensitivity reached the prune stage unresolved; run the variants stage")
     setup_torch(step_cfg.seed if step_cfg else 0, step_cfg.threads if step_cfg else 2)
     images, labels = ds.split("train")
     pick = balanced_subset(labels, 8)  # traced on these; Taylor importance takes gradients on them

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from cnn_compress.core.config import coerce, require
@@ -85,9 +85,21 @@ class FixedConfig(FormatConfig):
     act_percentile: float = 99.99  # act_range percentile: the tails beyond this are clipped
     epochs: int = 0  # fine-tuning epochs with the quantizers in place (straight-through estimator)
     lr: float = 0.001
+    # mixed precision: sensitivity picks each layer's width (at most `bits`) so that the weight-weighted
+    # mean is at most avg_bits, keeping sensitive layers wide; resolved by the variants stage into layer_bits
+    allocation: Literal["uniform", "sensitivity"] = "uniform"
+    avg_bits: float = 0.0  # allocation: sensitivity: the budget in mean bits per quantized weight
+    layer_bits: dict[str, int] = field(default_factory=dict)  # layer name -> its width (overrides bits)
 
     def check(self, key: str) -> None:
         require(2 <= self.bits <= 8, f"{key}.bits", f"must be in [2, 8], got {self.bits}")
+        for name, b in self.layer_bits.items():
+            require(2 <= b <= 8, f"{key}.layer_bits.{name}", f"must be in [2, 8], got {b}")
+        if self.allocation == "sensitivity":
+            require(2 <= self.avg_bits <= self.bits, f"{key}.avg_bits",
+                    f"must be in [2, bits={self.bits}] with allocation: sensitivity, got {self.avg_bits}")
+        else:
+            require(self.avg_bits == 0, f"{key}.avg_bits", "is the budget of allocation: sensitivity; set that too")
         require(50 < self.act_percentile <= 100, f"{key}.act_percentile", f"must be in (50, 100], got {self.act_percentile}")
         require(self.epochs >= 0, f"{key}.epochs", f"must be >= 0, got {self.epochs}")
         require(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
@@ -97,7 +109,11 @@ class FixedConfig(FormatConfig):
 
     def describe(self) -> str:
         """What the artifact is, for tables: ``4-bit asym per-tensor, weights only, ft 2``."""
-        parts = [f"{self.bits}-bit {self.scheme[:3] if self.scheme == 'symmetric' else 'asym'}",
+        width = f"{self.bits}-bit"
+        if self.layer_bits or self.allocation == "sensitivity":
+            used = sorted(set(self.layer_bits.values())) or [self.bits]
+            width = f"mixed {used[0]}-{used[-1]}-bit (mean <= {self.avg_bits:g})"
+        parts = [f"{width} {self.scheme[:3] if self.scheme == 'symmetric' else 'asym'}",
                  self.granularity.replace("_", "-"), "w+a" if self.activations else "weights only"]
         parts += [f"w {self.weight_range}"] if self.weight_range != "minmax" else []
         parts += [f"a {self.act_range}"] if self.activations and self.act_range != "minmax" else []

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from cnn_compress.core.names import select_names
 from cnn_compress.models.checkpoint import register_attacher
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
@@ -95,26 +96,24 @@ class ActivationQuantizer:
 
 def select_layers(model: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
     """Conv and linear layers under any ``include`` prefix (all when empty), minus ``exclude``."""
-
-    def under(name: str, prefixes: tuple[str, ...]) -> bool:
-        return any(name == p or name.startswith(f"{p}.") for p in prefixes)
-
-    return [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)
-            and (not include or under(n, include)) and not under(n, exclude)]
+    return select_names([n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)], include, exclude)
 
 
 class FixedPointModel:
-    """Puts weight and activation quantizers on the chosen layers of ``model`` (in place)."""
+    """Puts weight and activation quantizers on the chosen layers of ``model`` (in place);
+    ``layer_bits`` gives some layers their own width (mixed precision), weights and inputs alike."""
 
     def __init__(self, model: nn.Module, layers: list[str], bits: int, symmetric: bool, per_channel: bool,
-                 act_bits: int) -> None:
+                 act_bits: int, layer_bits: dict[str, int] | None = None) -> None:
         self.model, self.layers = model, layers
+        self.bits = {name: (layer_bits or {}).get(name, bits) for name in layers}
         modules = dict(model.named_modules())
         self.acts: dict[str, ActivationQuantizer] = {}
         for name in layers:
-            parametrize.register_parametrization(modules[name], "weight", WeightQuantizer(Grid(bits, symmetric), per_channel))
+            grid = Grid(self.bits[name], symmetric)
+            parametrize.register_parametrization(modules[name], "weight", WeightQuantizer(grid, per_channel))
             if act_bits:
-                self.acts[name] = hook = ActivationQuantizer(Grid(act_bits, symmetric))
+                self.acts[name] = hook = ActivationQuantizer(grid if layer_bits else Grid(act_bits, symmetric))
                 modules[name].register_forward_pre_hook(hook)
 
     @torch.no_grad()

@@ -275,10 +275,15 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
     layers = select_layers(model, cfg.layers, cfg.skip)
     if not layers:
         raise UnsupportedFormatError(f"fixed{bits}: its layers / skip leave no conv or linear layer")
-    fq = FixedPointModel(model, layers, bits, cfg.scheme == "symmetric",
-                         cfg.granularity == "per_channel", bits if cfg.activations else 0)
+    if cfg.allocation == "sensitivity" and not cfg.layer_bits:
+        raise UnsupportedFormatError(f"fixed{bits}: allocation: sensitivity reached the quantize stage unresolved; "
+                                     "run the variants stage")
+    if unknown := sorted(set(cfg.layer_bits) - set(layers)):
+        raise UnsupportedFormatError(f"fixed{bits}: layer_bits names {unknown[0]!r}, not one of its quantized layers")
+    fq = FixedPointModel(model, layers, bits, cfg.scheme == "symmetric", cfg.granularity == "per_channel",
+                         bits if cfg.activations else 0, layer_bits=cfg.layer_bits)
     if cfg.weight_range == "mse":
-        ranges.use_mse_weights(fq, bits, cfg.scheme == "symmetric", cfg.granularity == "per_channel")
+        ranges.use_mse_weights(fq, cfg.scheme == "symmetric", cfg.granularity == "per_channel")
     chunks = lambda: (calib[i : i + 64] for i in range(0, len(calib), 64))  # noqa: E731
     calibrate = (fq.calibrate if cfg.act_range == "minmax" else  # noqa: E731
                  lambda b: ranges.estimate_activation_ranges(fq, b, cfg.act_range, cfg.act_percentile))
@@ -301,5 +306,9 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
 def _fixed(ckpt: Checkpoint, fmt: FixedConfig, ctx: QuantContext, path: Path) -> dict[str, Any]:
     out = fixed_point(ckpt, fmt, ctx.calib, ctx.ds, ctx.finetune, resume=path, teacher=ctx.teacher)
     save_checkpoint(path, out)
-    return {"bits": fmt.bits, "scheme": fmt.scheme, "granularity": fmt.granularity,
+    quantized = out.history[-1]["config"]["layers"]
+    weights = dict(out.model.named_modules())
+    counts = {n: weights[n].weight.numel() for n in quantized}
+    mean_bits = sum(fmt.layer_bits.get(n, fmt.bits) * c for n, c in counts.items()) / max(sum(counts.values()), 1)
+    return {"bits": fmt.bits, "mean_bits": round(mean_bits, 4), "scheme": fmt.scheme, "granularity": fmt.granularity,
             "layers": len(out.history[-1]["config"]["layers"]), "fine_tune_epochs": fmt.epochs}

@@ -55,11 +55,12 @@ class MseWeightQuantizer(WeightQuantizer):
         return fake_quantize(w, scale, zero, self.grid)
 
 
-def use_mse_weights(fq: FixedPointModel, bits: int, symmetric: bool, per_channel: bool) -> None:
-    """Swap the min/max weight quantizer of every quantized layer for the MSE-clipped one."""
+def use_mse_weights(fq: FixedPointModel, symmetric: bool, per_channel: bool) -> None:
+    """Swap the min/max weight quantizer of every quantized layer for the MSE-clipped one (each
+    layer at its own width)."""
     modules = dict(fq.model.named_modules())
     for name in fq.layers:
-        modules[name].parametrizations.weight[0] = MseWeightQuantizer(Grid(bits, symmetric), per_channel)
+        modules[name].parametrizations.weight[0] = MseWeightQuantizer(Grid(fq.bits[name], symmetric), per_channel)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 markdown tables from data frames."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -63,3 +64,11 @@ def markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
     formats = ["d" if pd.api.types.is_integer_dtype(frame[c]) else floatfmt for c in frame.columns]
     cells = frame.astype(object).where(frame.notna(), None)
     return cells.to_markdown(index=False, floatfmt=formats, missingval="")
+
+
+def read_training(name: str) -> dict[str, Any]:
+    """A fine-tuning run's accuracy, precision and throughput (variants/<v>/finetune.json)."""
+    try:
+        return json.loads(Path("variants", name, "finetune.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"study: variant {name} has no fine-tuning results ({exc})") from None

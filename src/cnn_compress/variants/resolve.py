@@ -22,10 +22,12 @@ from typing import Any
 from cnn_compress.core import atomic
 from cnn_compress.core.config import parse_section, require, to_dict
 from cnn_compress.core.errors import ConfigError
+from cnn_compress.core.names import select_names
 from cnn_compress.export.config import ExportConfig
 from cnn_compress.measure.config import BenchmarkConfig
 from cnn_compress.prune.config import PRUNABLE_AFTER_QUANTIZE, PruneConfig
-from cnn_compress.quantize.config import QuantizeConfig
+from cnn_compress.quantize.config import FixedConfig, QuantizeConfig
+from cnn_compress.sensitivity.allocate import layer_bits, prune_ratios
 from cnn_compress.train.config import FinetuneConfig
 
 BASE_SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in  # type: ignore[attr-defined]
@@ -67,10 +69,34 @@ def _parse(cls: type, base: dict[str, Any], over: dict[str, Any], variant: str) 
         raise
 
 
-def resolve_variant(params: dict[str, Any], name: str, over: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """stage -> the plain-data sections that stage reads, for one variant."""
+def allocate(prune: PruneConfig, quantize: QuantizeConfig, table: dict[str, Any] | None,
+             name: str) -> tuple[PruneConfig, QuantizeConfig]:
+    """``allocation: sensitivity`` made explicit: per-layer ratios and widths from the sensitivity
+    table, written into the resolved configs (so a variant re-runs when its allocation changes).
+    Without a table (None: validating params, not running the stage) they stay unresolved."""
+    if table is None:
+        return prune, quantize
+    try:
+        if prune.allocation == "sensitivity" and prune.order == "before_quantize" and prune.ratio > 0:
+            prune = dataclasses.replace(prune, layer_ratios=prune_ratios(table, prune.ratio, prune.ignore))
+        formats = []
+        for fmt_name, fmt in quantize.formats:
+            if isinstance(fmt, FixedConfig) and fmt.allocation == "sensitivity":
+                names = select_names([row["layer"] for row in table["layers"]], fmt.layers, fmt.skip)
+                fmt = dataclasses.replace(fmt, layer_bits=layer_bits(table, names, fmt.avg_bits, fmt.bits))
+            formats.append((fmt_name, fmt))
+    except ConfigError as exc:
+        raise ConfigError(f"variants.{name}: {exc}") from None
+    return prune, dataclasses.replace(quantize, formats=tuple(formats))
+
+
+def resolve_variant(params: dict[str, Any], name: str, over: dict[str, dict[str, Any]],
+                    table: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """stage -> the plain-data sections that stage reads, for one variant (``table``: the
+    sensitivity stage's measurements, for sensitivity allocations)."""
     cfg = {s: _parse(cls, params.get(s) or {}, over.get(s, {}), name) for s, cls in BASE_SECTIONS.items()}
-    prune, finetune, quantize = cfg["prune"], cfg["finetune"], cfg["quantize"]
+    prune, quantize = allocate(cfg["prune"], cfg["quantize"], table, name)
+    finetune = cfg["finetune"]
     if prune.order == "after_quantize" and (bad := [n for n, f in quantize.formats if f.TYPE not in PRUNABLE_AFTER_QUANTIZE]):
         raise ConfigError(f"variants.{name}: prune.order: after_quantize cannot prune the weights of {', '.join(bad)} "
                           f"(supported types: {', '.join(PRUNABLE_AFTER_QUANTIZE)})")
@@ -92,11 +118,11 @@ def resolve_variant(params: dict[str, Any], name: str, over: dict[str, dict[str,
     return out
 
 
-def resolve_all(params: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+def resolve_all(params: dict[str, Any], table: dict[str, Any] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """variant -> stage -> sections; every variant is validated before anything is written."""
     for section, cls in BASE_SECTIONS.items():  # a bad base key is named as such, once
         parse_section(cls, params.get(section) or {})
-    return {name: resolve_variant(params, name, over) for name, over in variant_overrides(params).items()}
+    return {name: resolve_variant(params, name, over, table) for name, over in variant_overrides(params).items()}
 
 
 def write_configs(resolved: dict[str, dict[str, dict[str, Any]]], root: Path = CONFIG_DIR) -> list[Path]:

@@ -58,6 +58,14 @@ class FixedPointStudyConfig:
     # epochs but finetune.distill on ("" = not built)
     dense_kd: str = ""
     combined_kd: str = ""
+    # the sensitivity-allocation table (ours, issue 17): a variant that repeats pruned[0] (one-shot, the
+    # same ratio in every layer) with prune.allocation: sensitivity, and the mean widths at which the
+    # dense variant builds q<b>_asym_<setting>_mixed (per-layer widths, mean <= b) beside q<b>_asym_<setting>
+    allocation_pruned: str = ""
+    mixed_bits: tuple[int, ...] = ()
+    # the training-precision table (ours, issue 17): variants fine-tuned alike but for finetune.amp, the
+    # first in FP32 (its throughput is the reference)
+    amp_variants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(len(self.pruned) == len(METHODS), f"{self.SECTION}.pruned", f"must name {len(METHODS)} variants")
@@ -219,7 +227,8 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.studies.common import published, published_table
     from cnn_compress.studies.pruning_fixed_point_resnet20 import report
 
-    for v in (cfg.dense, cfg.dense_ft, cfg.combined, *cfg.pruned, *filter(None, (cfg.dense_kd, cfg.combined_kd))):
+    for v in (cfg.dense, cfg.dense_ft, cfg.combined, *cfg.pruned,
+              *filter(None, (cfg.dense_kd, cfg.combined_kd, cfg.allocation_pruned)), *cfg.amp_variants):
         if v not in ctx.variants:
             raise ConfigError(f"study.{NAME}: '{v}' is not a variant of this study folder")
     rows, study = Rows(ctx.variants), published(PUBLISHED)
@@ -235,6 +244,10 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     }
     if cfg.dense_kd or cfg.combined_kd:
         tables["distillation"] = distill_table(rows, cfg, base)
+    if cfg.allocation_pruned or cfg.mixed_bits:
+        tables["allocation"] = allocation_table(rows, cfg, base)
+    if cfg.amp_variants:
+        tables["amp"] = amp_table(cfg.amp_variants)
     checks = shape_checks(tables["quant_no_finetune"], tables["asym_quant_finetune"], tables["pruned_then_quantized"])
     report.write(ctx.out, cfg, tables, checks, base, pub_base, machine_info(1), study is not None)
     prune = tables["pruning_finetune"].set_index("variant")
@@ -246,7 +259,11 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
             **{f"q{b}_sym_drop": _num(q.loc[b, "sym drop ours"]) for b in cfg.bits},
             **checks, "closest_setting": closest, "setting_is_closest": closest in (None, cfg.setting),
             **({f"kd_gain_{r.key}": _num(r.gain) for r in tables["distillation"].itertuples()}
-               if "distillation" in tables else {})}
+               if "distillation" in tables else {}),
+            **({f"allocation_gain_{r.key}": _num(r.gain) for r in tables["allocation"].itertuples()}
+               if "allocation" in tables else {}),
+            **({f"amp_{r.amp}_speed_vs_fp32": _num(r.speed_vs_first) for r in tables["amp"].itertuples()}
+               if "amp" in tables else {})}
 
 
 def distill_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.DataFrame:
@@ -264,6 +281,54 @@ def distill_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.Dat
         a, b = rows.need(plain, name), rows.need(kd, name)
         recs.append({"key": key, "model": what, "artifact": name, "plain": a, "distilled": b,
                      "gain": round(b - a, 2), "plain drop": round(base - a, 2), "distilled drop": round(base - b, 2)})
+    return pd.DataFrame(recs)
+
+
+def mean_bits(variant: str, name: str) -> float | None:
+    """The weight-weighted mean width the quantize stage recorded for an artifact."""
+    try:
+        return json.loads(Path("variants", variant, "quantized", "manifest.json").read_text())[name].get("mean_bits")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def allocation_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.DataFrame:
+    """Uniform against sensitivity-allocated compression at the same budget: the same global sparsity
+    and fine-tuning for pruning, the same mean bits per weight (no fine-tuning) for fixed point."""
+    recs = []
+
+    def add(key: str, what: str, budget: str, uniform: float, allocated: float) -> None:
+        recs.append({"key": key, "model": what, "budget": budget, "uniform": uniform, "sensitivity": allocated,
+                     "gain": round(allocated - uniform, 2), "uniform drop": round(base - uniform, 2),
+                     "sensitivity drop": round(base - allocated, 2)})
+
+    if cfg.allocation_pruned:
+        uniform, allocated = cfg.pruned[0], cfg.allocation_pruned
+        sparsity = rows.need(allocated, "finetuned", "sparsity")
+        for name, what in (("pruned", "pruned, before fine-tuning"), ("finetuned", "pruned, fine-tuned")):
+            if rows.get(uniform, name) is not None and rows.get(allocated, name) is not None:
+                add(f"sparse_{name}", what, f"{sparsity:.1f}% sparse", rows.need(uniform, name),
+                    rows.need(allocated, name))
+    for b in cfg.mixed_bits:
+        plain = artifact(cfg.setting, b, "asymmetric")
+        mixed = f"{plain}_mixed"
+        got = mean_bits(cfg.dense, mixed)
+        add(f"q{b}_asym", f"{cfg.setting}, asymmetric, no fine-tuning",
+            f"mean {got:.2f} bits" if got is not None else f"mean <= {b} bits",
+            rows.need(cfg.dense, plain), rows.need(cfg.dense, mixed))
+    return pd.DataFrame(recs)
+
+
+def amp_table(variants: tuple[str, ...]) -> pd.DataFrame:
+    """The same fine-tuning in FP32 and under autocast: accuracy, and training throughput (images/s
+    over the whole run, one process each, so a ratio between runs rather than a benchmark)."""
+    from cnn_compress.studies.common import read_training
+
+    runs = {v: read_training(v) for v in variants}
+    first = runs[variants[0]].get("train_images_per_s")
+    recs = [{"variant": v, "amp": r.get("amp", "off"), "top1": r["top1"], "images_per_s": r.get("train_images_per_s"),
+             "speed_vs_first": round(r["train_images_per_s"] / first, 3) if first and r.get("train_images_per_s")
+             else None, "drop vs first": round(runs[variants[0]]["top1"] - r["top1"], 2)} for v, r in runs.items()]
     return pd.DataFrame(recs)
 
 

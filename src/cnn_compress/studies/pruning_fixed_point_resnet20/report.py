@@ -10,7 +10,8 @@ from cnn_compress.core import atomic
 from cnn_compress.studies.common import machine_line, markdown
 
 KEYS = {"pruning_finetune": "method", "quant_no_finetune": "nbits", "asym_quant_finetune": "nbits",
-        "pruned_then_quantized": "nbits", "ablation": "setting", "distillation": "key"}
+        "pruned_then_quantized": "nbits", "ablation": "setting", "distillation": "key",
+        "allocation": "key", "amp": "variant"}
 
 
 def long_frame(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -77,6 +78,30 @@ def distill_part(tables: dict[str, pd.DataFrame]) -> list[str]:
             markdown(kd), "", f"Distillation recovers more in {int((kd.gain > 0).sum())} of {len(kd)} rows.\n"]
 
 
+def allocation_part(tables: dict[str, pd.DataFrame]) -> list[str]:
+    if "allocation" not in tables:
+        return []
+    t = tables["allocation"]
+    return ["## Uniform against sensitivity-allocated compression (ours; not in the published study)\n",
+            "The `sensitivity` stage scores each layer pruned alone and quantized alone on validation images "
+            "(heatmap: `sensitivity/heatmap.png`, `dvc plots show`); `prune.allocation: sensitivity` then picks "
+            "per-layer ratios with the same global sparsity, and `allocation: sensitivity` per-layer widths with the "
+            "same mean bits per weight, compressing the least sensitive layers most. Same fine-tuning on both "
+            "sides. `gain`: points the allocation adds over the uniform one.\n",
+            markdown(t), "", f"The sensitivity allocation is better in {int((t.gain > 0).sum())} of {len(t)} rows.\n"]
+
+
+def amp_part(tables: dict[str, pd.DataFrame]) -> list[str]:
+    if "amp" not in tables:
+        return []
+    t = tables["amp"]
+    return ["## Fine-tuning in FP32 and in mixed precision (ours; not in the published study)\n",
+            "The same pruned model, epochs and learning rate; `amp` is `finetune.amp` (CPU: bfloat16 autocast). "
+            "`images_per_s`: training images per second over the whole fine-tuning run (one process each; a ratio "
+            "between two runs, not a benchmark). `drop vs first`: top-1 points below the FP32 run.\n",
+            markdown(t), ""]
+
+
 def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str, bool], base: float,
           pub_base: float | None, machine: dict[str, Any], have_published: bool) -> None:
     atomic.write_text(out / "results.csv", long_frame(tables).to_csv(index=False))
@@ -105,6 +130,8 @@ def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: dict[str
         f"`close 4-6 bits`: every such drop within {cfg.close_ratio}x or {cfg.close_points} points of the published one.\n",
         markdown(tables["ablation"]), "",
         *distill_part(tables),
+        *allocation_part(tables),
+        *amp_part(tables),
         "## The published shape, checked on our rows\n",
         "\n".join(f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in checks.items()), "",
     ]

@@ -130,14 +130,6 @@ def training_runs(cfg: StructuredPtqConfig, names: list[str]) -> dict[str, str]:
     return runs
 
 
-def read_training(name: str) -> dict[str, Any]:
-    """A fine-tuning run's accuracy, precision and throughput (variants/<v>/finetune.json)."""
-    try:
-        return json.loads(Path("variants", name, "finetune.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"study: variant {name} has no fine-tuning results ({exc})") from None
-
-
 @register_study(NAME, StructuredPtqConfig)
 def run(cfg: StructuredPtqConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.core.stage import PREPARED

@@ -113,7 +113,7 @@ def build(variants: list[Any], dense: Any, cfg: Any, times: dict[str, dict[str, 
 
 def amp_rows(runs: dict[str, str], pub: pd.DataFrame | None) -> pd.DataFrame:
     """Fine-tuning with and without mixed precision: accuracy, and throughput as a ratio to FP32's."""
-    from cnn_compress.studies.structured_pruning_ptq_resnet18 import read_training
+    from cnn_compress.studies.common import read_training
 
     got = {label: read_training(name) for label, name in runs.items()}
     fp32_speed = got["FP32"].get("train_images_per_s")
