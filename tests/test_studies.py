@@ -77,6 +77,9 @@ def test_every_study_scale_validates_and_plans(tmp_path):
     for folder in folders:
         assert (folder / "dvc.yaml").is_symlink() and (folder / "dvc.yaml").resolve() == (repo / "dvc.yaml").resolve()
         params = read_params(folder / "params.yaml")
+        stage_params = {p for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+                        for p in (stage.get("do", stage).get("params") or [])}
+        assert stage_params <= set(params), (folder, stage_params - set(params))  # dvc repro needs every one
         for cls in (DataConfig, ModelConfig, TrainConfig):
             load_section(cls, params)
         resolve_all(params)  # every variant against the base sections, as the variants stage does
@@ -133,6 +136,10 @@ def test_deploy_without_its_anchors_is_one_line():
     ({"deploy_cpu": {"rounds": 1}}, "error: study.deploy_cpu.rounds: must be >= 3"),
     ({"deploy_cpu": {"treads": [1]}}, "error: study.deploy_cpu.treads: unknown key (did you mean 'threads'?)"),
     ({"deploy-gpu": {}}, "error: study.deploy-gpu: no such study (known: deploy_cpu"),
+    ({"pruning_quantization_resnet18_vgg16": {"table": "vgg19_summary"}},
+     "error: study.pruning_quantization_resnet18_vgg16.table: must be one of resnet18_summary, vgg16bn_summary"),
+    ({"pruning_quantization_resnet18_vgg16": {"structured": "s30"}},
+     "error: study.pruning_quantization_resnet18_vgg16.structured: 's30' is not a variant of this study folder"),
 ])
 def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
     import subprocess
@@ -248,3 +255,40 @@ def _same(value):
         return round(float(value), 6)
     except (TypeError, ValueError):
         return str(value)
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path, monkeypatch):
+    """Study 002 at smoke scale: the ResNet-18 summary with every published row and column beside ours,
+    our pruning x format grid, the shape checks, metrics and plots."""
+    if not (SHARED / "studies/pruning-quantization-resnet18-vgg16.yaml").is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
+    repo = study_project(tmp_path)
+    folder = repo / "studies/pruning-quantization-resnet18-vgg16/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    assert "Running stage 'study@pruning_quantization_resnet18_vgg16'" in out
+    source = yaml.safe_load((SHARED / "studies/pruning-quantization-resnet18-vgg16.yaml").read_text())
+    published = next(t for t in source["tables"] if t["id"] == "resnet18_summary")
+    frame = pd.read_csv(folder / "results.csv")
+    ours = frame[frame.table == "resnet18_summary"]
+    assert {r["model"] for r in published["rows"]} == set(ours.row)
+    for column in published["columns"][1:]:
+        assert f"{column} pub" in set(ours.column), column
+    shown = ours[ours.column == "accuracy_pct pub"].set_index("row").value.astype(float)
+    assert all(shown[r["model"]] == r["accuracy_pct"] for r in published["rows"])  # transcribed unchanged
+    assert ours[ours.column == "accuracy_pct ours"].value.notna().all()
+    grid = frame[frame.table == "grid"]
+    eager = {f"{p} / {f} / eager" for p in ("none", "structured", "unstructured")
+             for f in ("FP32", "dynamic INT8", "static INT8", "QAT INT8")}
+    compiled = {f"{p} / {f} / compiled" for p in ("none", "structured", "unstructured") for f in ("FP32", "static INT8")}
+    assert set(grid.row) == eager | compiled  # study.compile: [finetuned, int8_static]
+    metrics = json.loads((folder / "metrics/study.json").read_text())
+    assert {"static_int8_about_4x_smaller", "unstructured_no_speedup", "none_int8_static_speedup",
+            "none_int8_static_compiled_speedup", "static_int8_compiled_faster_than_fp32_compiled"} <= set(metrics)
+    text = (folder / "results.md").read_text()
+    assert "**Finding.**" in text and "## Every pruning x format (ours)" in text
+    plot = pd.read_csv(folder / "plots/study.csv")
+    assert len(plot) == 18 and {"label", "x", "top1"} <= set(plot.columns)
+    assert (folder / "figures/accuracy_vs_latency_size.png").stat().st_size > 1000

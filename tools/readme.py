@@ -35,7 +35,8 @@ def studies_table(root: Path) -> str:
                    key=lambda n: (n not in PUBLISHED, PUBLISHED.index(n) if n in PUBLISHED else 0, n))
     rows = ["| study | scales | one command (`cpu` scale) | finding (from the committed results) |", "|---|---|---|---|"]
     for name in names:
-        scales = [s for s in SCALES[::-1] if (root / name / s / "params.yaml").is_file()]
+        scales = sorted((p.parent.name for p in (root / name).glob("*/params.yaml")),  # cpu, cpu-resnet56, ...
+                        key=lambda s: (next((i for i, k in enumerate(SCALES[::-1]) if s.startswith(k)), 9), s))
         if not scales:
             rows.append(f"| {name} | - | - | not configured yet |")
             continue

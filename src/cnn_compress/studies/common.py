@@ -72,3 +72,54 @@ def read_training(name: str) -> dict[str, Any]:
         return json.loads(Path("variants", name, "finetune.json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"study: variant {name} has no fine-tuning results ({exc})") from None
+
+
+def side_by_side(ours: pd.DataFrame, pub: pd.DataFrame | None, keys: list[str], columns: list[str],
+                 accs: dict[str, tuple[float, float | None]]) -> pd.DataFrame:
+    """Per published column ``c``: ``c pub``, ``c ours``, ``c diff``; for the accuracy columns in
+    ``accs`` (column -> (our baseline, published baseline)) the drop from each side's baseline too.
+    Rows: every published row and every row of ours (outer merge on ``keys``)."""
+    frame = ours.rename(columns={c: f"{c} ours" for c in columns})
+    if pub is not None:
+        frame = pub.rename(columns={c: f"{c} pub" for c in columns}).merge(frame, on=keys, how="outer")
+    out = frame[keys].copy()
+    for c in columns:
+        o = pd.to_numeric(frame.get(f"{c} ours"), errors="coerce") if f"{c} ours" in frame else None
+        p = pd.to_numeric(frame[f"{c} pub"], errors="coerce") if f"{c} pub" in frame else None
+        if p is not None:
+            out[f"{c} pub"] = frame[f"{c} pub"]
+        out[f"{c} ours"] = frame[f"{c} ours"] if o is not None else None
+        if c in accs:
+            if p is not None and o is not None:
+                out[f"{c} diff"] = (o - p).round(2)
+            base, pub_base = accs[c]
+            if p is not None and pub_base is not None:
+                out[f"{c} drop pub"] = (pub_base - p).round(2)
+            out[f"{c} drop ours"] = (base - o).round(2) if o is not None else None
+    extra = [c for c in ours.columns if c not in columns and c not in keys]
+    return pd.concat([out, frame[extra]], axis=1).sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def time_together(files: dict[str, Path], ds: Any, threads: int, rounds: int, max_seconds: float,
+                  compiled: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Median and 95% interval (ms, batch 1) of every artifact, timed interleaved in this process
+    (round-robin rounds), so ratios between them hold when the machine drifts; the keys in
+    ``compiled`` run under ``torch.compile`` (inductor, frozen weights)."""
+    import statistics
+
+    import torch
+
+    from cnn_compress.measure.benchmark import Timed, median_ci95, time_interleaved, timing_inputs
+    from cnn_compress.measure.config import BenchmarkConfig
+    from cnn_compress.runtimes.runners import load_runner
+
+    torch.set_num_threads(threads)
+    timed = {key: Timed(load_runner(path, threads, (1,) if key in compiled else ()).predict)
+             for key, path in files.items()}
+    bench = BenchmarkConfig(batch_sizes=(1,), warmup=2, repeats=rounds, max_seconds=max_seconds, threads=threads)
+    time_interleaved(timed, timing_inputs(ds, (1,)), bench)
+    out = {}
+    for key, t in timed.items():
+        lo, hi = median_ci95(t.times[1])
+        out[key] = {"ms": round(statistics.median(t.times[1]), 3), "ci": f"{lo:.3f}-{hi:.3f}"}
+    return out

@@ -12,18 +12,13 @@ TensorRT: its FP32 / FP16 / INT8 artifacts are the format rows.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
-
 from cnn_compress.core.config import require
 from cnn_compress.core.errors import ConfigError, UserError
-from cnn_compress.measure.benchmark import Timed, collect_artifacts, median_ci95, time_interleaved, timing_inputs
-from cnn_compress.measure.config import BenchmarkConfig
-from cnn_compress.runtimes.runners import load_runner
+from cnn_compress.measure.benchmark import collect_artifacts
 from cnn_compress.studies.registry import StudyContext, register_study
 
 NAME = "structured_pruning_ptq_resnet18"
@@ -97,16 +92,9 @@ def timed_keys(variants: list[Variant], cfg: StructuredPtqConfig) -> list[tuple[
 
 def time_all(pairs: list[tuple[Variant, str]], cfg: StructuredPtqConfig, ds: Any) -> dict[str, dict[str, Any]]:
     """Median and 95% interval (ms, batch 1) of every pair, timed interleaved in this process."""
-    torch.set_num_threads(cfg.threads)
-    timed = {f"{v.name}/{a}": Timed(load_runner(v.files[a], cfg.threads).predict) for v, a in pairs}
-    bench = BenchmarkConfig(batch_sizes=(1,), warmup=2, repeats=cfg.rounds, max_seconds=cfg.max_seconds,
-                            threads=cfg.threads)
-    time_interleaved(timed, timing_inputs(ds, (1,)), bench)
-    out = {}
-    for key, t in timed.items():
-        lo, hi = median_ci95(t.times[1])
-        out[key] = {"ms": round(statistics.median(t.times[1]), 3), "ci": f"{lo:.3f}-{hi:.3f}"}
-    return out
+    from cnn_compress.studies.common import time_together
+
+    return time_together({f"{v.name}/{a}": v.files[a] for v, a in pairs}, ds, cfg.threads, cfg.rounds, cfg.max_seconds)
 
 
 def measured(v: Variant, artifact: str, times: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

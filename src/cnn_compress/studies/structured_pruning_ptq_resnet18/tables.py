@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from cnn_compress.core import atomic
-from cnn_compress.studies.common import machine_line, markdown, published_table
+from cnn_compress.studies.common import machine_line, markdown, published_table, side_by_side
 
 FORMATS = ("FP32", "FP16", "INT8")
 SWEEP = "structured_pruning_sweep_c10"
@@ -24,32 +24,6 @@ NOT_MEASURED = {
     "amp_vs_fp32_training": "no fp32_training / amp_training variants in this folder's study section",
     "tiny_imagenet_literature": "literature figures the study quotes, not an experiment",
 }
-
-
-def side_by_side(ours: pd.DataFrame, pub: pd.DataFrame | None, keys: list[str], columns: list[str],
-                 accs: dict[str, tuple[float, float | None]]) -> pd.DataFrame:
-    """Per published column ``c``: ``c pub``, ``c ours``, ``c diff``; for the accuracy columns in
-    ``accs`` (column -> (our baseline, published baseline)) the drop from each side's baseline too.
-    Rows: every published row and every row of ours (outer merge on ``keys``)."""
-    frame = ours.rename(columns={c: f"{c} ours" for c in columns})
-    if pub is not None:
-        frame = pub.rename(columns={c: f"{c} pub" for c in columns}).merge(frame, on=keys, how="outer")
-    out = frame[keys].copy()
-    for c in columns:
-        o = pd.to_numeric(frame.get(f"{c} ours"), errors="coerce") if f"{c} ours" in frame else None
-        p = pd.to_numeric(frame[f"{c} pub"], errors="coerce") if f"{c} pub" in frame else None
-        if p is not None:
-            out[f"{c} pub"] = frame[f"{c} pub"]
-        out[f"{c} ours"] = frame[f"{c} ours"] if o is not None else None
-        if c in accs:
-            if p is not None and o is not None:
-                out[f"{c} diff"] = (o - p).round(2)
-            base, pub_base = accs[c]
-            if p is not None and pub_base is not None:
-                out[f"{c} drop pub"] = (pub_base - p).round(2)
-            out[f"{c} drop ours"] = (base - o).round(2) if o is not None else None
-    extra = [c for c in ours.columns if c not in columns and c not in keys]
-    return pd.concat([out, frame[extra]], axis=1).sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def sweep_rows(variants: list[Any], times: dict[str, dict[str, Any]]) -> pd.DataFrame:
