@@ -115,3 +115,43 @@ def test_sensitivity_allocations_run_through_dvc(reproduced, tmp_path):
     assert (repo / "sensitivity/heatmap.png").stat().st_size > 1000
     metrics = json.loads((repo / "metrics/sensitivity.json").read_text())
     assert metrics["layers"] == len(cfg["layer_ratios"]) and "most_sensitive_bits" in metrics
+
+
+def test_bit_allocation_is_the_least_loss_within_the_budget():
+    """The knapsack answer equals brute force over every width combination (random small tables)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for _ in range(20):
+        names = [f"l{i}" for i in range(4)]
+        params = {n: rng.choice([10, 40, 90]) for n in names}
+        table = {"baseline_top1": 90.0, "layers": [
+            {"layer": n, "params": params[n], "prune": {},  # losses shrink as widths grow (the monotone case)
+             "bits": dict(zip(("2", "3", "4", "6"), sorted(90 - rng.random() * 20 for _ in range(4)), strict=True))}
+            for n in names]}
+        avg = rng.choice([2.5, 3.0, 4.0])
+        got = layer_bits(table, names, avg, 6)
+        rows = {r["layer"]: r for r in table["layers"]}
+        losses = {w: sum(90 - rows[n]["bits"][str(b)] for n, b in zip(names, w, strict=True))
+                  for w in itertools.product((2, 3, 4, 6), repeat=4)
+                  if sum(b * params[n] for n, b in zip(names, w, strict=True)) <= avg * sum(params.values())}
+        assert losses[tuple(got[n] for n in names)] == pytest.approx(min(losses.values()))
+
+
+def test_allocation_resolution_refuses_what_the_table_did_not_measure():
+    from cnn_compress.variants.resolve import resolve_all
+
+    table = _table({"conv1": (1.0, 1.0), "linear": (2.0, 2.0)}, {"conv1": 100, "linear": 50})
+    table["config"] = {"scheme": "asymmetric", "granularity": "per_channel", "weight_range": "minmax"}
+    fmt = {"type": "fixed", "bits": 6, "allocation": "sensitivity", "avg_bits": 3.0}
+    params = {"variants": {"v": {"quantize": {"formats": {"m": fmt}}}}}
+    with pytest.raises(ConfigError, match=r"^variants.v.quantize.formats.m: activations: .*set activations: false"):
+        resolve_all(params, table)
+    params["variants"]["v"]["quantize"]["formats"]["m"] |= {"activations": False, "scheme": "symmetric"}
+    with pytest.raises(ConfigError, match=r"scheme: symmetric differs from the sensitivity stage's grid"):
+        resolve_all(params, table)
+    params["variants"]["v"]["quantize"]["formats"]["m"]["scheme"] = "asymmetric"
+    resolved = resolve_all(params | {"prune": {"allocation": "sensitivity", "ratio": 0.0}}, table)["v"]
+    assert resolved["quantize"]["quantize"]["formats"]["m"]["layer_bits"].keys() == {"conv1", "linear"}
+    assert resolved["prune"]["prune"]["allocation"] == "uniform"  # a 0% point has nothing to spread

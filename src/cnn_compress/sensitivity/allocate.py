@@ -77,15 +77,19 @@ def prune_ratios(table: dict[str, Any], target: float, ignore: tuple[str, ...] =
 
 
 def layer_bits(table: dict[str, Any], layers: list[str], avg_bits: float, max_bits: int) -> dict[str, int]:
-    """Per-layer widths (from the measured ones, up to ``max_bits``) whose weight-weighted mean is
-    at most ``avg_bits``: start every layer at ``max_bits`` and narrow the layer that loses least
-    per saved bit until the budget holds. Sensitive layers stay wide."""
-    rows = {row["layer"]: row for row in _layers(table, "bits", "quantize.formats.*.allocation: sensitivity")}
+    """Per-layer widths (from the measured ones, up to ``max_bits``) whose weight-weighted mean is at
+    most ``avg_bits`` and whose summed measured loss is least: an exact multiple-choice knapsack over
+    the layers (a Pareto front of (bits, loss) built layer by layer). Sensitive layers stay wide."""
+    rows = {row["layer"]: row for row in _layers(table, "bits", "allocation: sensitivity")}
     if missing := [n for n in layers if n not in rows]:
-        raise ConfigError(f"quantize.formats.*.allocation: sensitivity: layer {missing[0]} has no measurement "
+        raise ConfigError(f"allocation: sensitivity: layer {missing[0]} has no measurement "
                           "(re-run the sensitivity stage on this model)")
     base = table["baseline_top1"]
     widths = sorted({int(b) for n in layers for b in rows[n]["bits"] if int(b) <= max_bits} | {max_bits})
+    params = {n: rows[n]["params"] for n in layers}
+    budget = avg_bits * sum(params.values())
+    if widths[0] * sum(params.values()) > budget + 1e-9:
+        raise ConfigError(f"avg_bits: {avg_bits} is below the narrowest measured width ({widths[0]})")
     loss = {}
     for n in layers:
         measured = {int(b): base - acc for b, acc in rows[n]["bits"].items()}
@@ -93,18 +97,15 @@ def layer_bits(table: dict[str, Any], layers: list[str], avg_bits: float, max_bi
         for w in reversed(widths):  # monotone: a narrower grid never loses less than a wider one
             wider = max(wider, measured.get(w, wider))
             loss[n, w] = wider
-    bits = {n: max_bits for n in layers}
-    params = {n: rows[n]["params"] for n in layers}
-    budget = avg_bits * sum(params.values())
-    while sum(bits[n] * params[n] for n in layers) > budget + 1e-9:
-        options = []
-        for n in layers:
-            i = widths.index(bits[n])
-            if i > 0:
-                w = widths[i - 1]
-                options.append(((loss[n, w] - loss[n, bits[n]]) / ((bits[n] - w) * params[n]), -params[n], n, w))
-        if not options:
-            raise ConfigError(f"avg_bits: {avg_bits} is below the narrowest measured width ({widths[0]})")
-        *_, n, w = min(options)
-        bits[n] = w
-    return bits
+    front: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]  # (bits used, loss, widths so far)
+    rest = sum(params.values())
+    for n in layers:
+        rest -= params[n]
+        grown = sorted((b + w * params[n], round(c + loss[n, w], 9), (*ws, w)) for b, c, ws in front for w in widths)
+        front, best = [], float("inf")
+        for b, c, ws in grown:  # the Pareto front: more bits only when they lose less, and room left for the rest
+            if c < best and b + widths[0] * rest <= budget + 1e-9:
+                front.append((b, c, ws))
+                best = c
+    _, _, chosen = min(front, key=lambda s: (s[1], s[0]))
+    return dict(zip(layers, chosen, strict=True))

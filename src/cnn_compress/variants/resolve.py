@@ -77,17 +77,35 @@ def allocate(prune: PruneConfig, quantize: QuantizeConfig, table: dict[str, Any]
     if table is None:
         return prune, quantize
     try:
-        if prune.allocation == "sensitivity" and prune.order == "before_quantize" and prune.ratio > 0:
+        if prune.allocation == "sensitivity" and prune.ratio == 0:  # nothing to spread (a sweep's 0% point)
+            prune = dataclasses.replace(prune, allocation="uniform")
+        elif prune.allocation == "sensitivity" and prune.order == "before_quantize":
             prune = dataclasses.replace(prune, layer_ratios=prune_ratios(table, prune.ratio, prune.ignore))
-        formats = []
-        for fmt_name, fmt in quantize.formats:
-            if isinstance(fmt, FixedConfig) and fmt.allocation == "sensitivity":
-                names = select_names([row["layer"] for row in table["layers"]], fmt.layers, fmt.skip)
-                fmt = dataclasses.replace(fmt, layer_bits=layer_bits(table, names, fmt.avg_bits, fmt.bits))
-            formats.append((fmt_name, fmt))
     except ConfigError as exc:
         raise ConfigError(f"variants.{name}: {exc}") from None
+    formats = []
+    for fmt_name, fmt in quantize.formats:
+        if isinstance(fmt, FixedConfig) and fmt.allocation == "sensitivity":
+            try:
+                fmt = dataclasses.replace(fmt, layer_bits=mixed_widths(fmt, table))
+            except ConfigError as exc:
+                raise ConfigError(f"variants.{name}.quantize.formats.{fmt_name}: {exc}") from None
+        formats.append((fmt_name, fmt))
     return prune, dataclasses.replace(quantize, formats=tuple(formats))
+
+
+def mixed_widths(fmt: FixedConfig, table: dict[str, Any]) -> dict[str, int]:
+    """A fixed-point format's per-layer widths, allocated on weight-only measurements made with the
+    same grid (anything else would allocate on costs the table did not measure)."""
+    require(not fmt.activations, "activations", "allocation: sensitivity allocates weight widths from "
+            "weight-only measurements; set activations: false")
+    measured = table.get("config") or {}
+    for key in ("scheme", "granularity", "weight_range"):
+        if key in measured and measured[key] != getattr(fmt, key):
+            raise ConfigError(f"{key}: {getattr(fmt, key)} differs from the sensitivity stage's grid "
+                              f"({measured[key]}); set sensitivity.{key}: {getattr(fmt, key)} or match it")
+    names = select_names([row["layer"] for row in table["layers"]], fmt.layers, fmt.skip)
+    return layer_bits(table, names, fmt.avg_bits, fmt.bits)
 
 
 def resolve_variant(params: dict[str, Any], name: str, over: dict[str, dict[str, Any]],

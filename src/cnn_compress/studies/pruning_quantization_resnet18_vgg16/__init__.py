@@ -123,19 +123,31 @@ def summary(cfg: PruneQuantConfig, ours: pd.DataFrame, pub: pd.DataFrame | None)
 
 
 def shape_checks(g: pd.DataFrame, cfg: PruneQuantConfig) -> dict[str, bool]:
-    """The published claims' shape, on our rows."""
+    """The published claims' shape, on our rows (each table makes its own claims)."""
     at = g[g.runtime == "eager"].set_index(["pruning", "format"])
     fp32, dyn, st, qat = (at.loc[("none", f)] for f in FORMATS)
-    sp, sp_best = at.loc[("structured", "FP32")], at.loc[("structured", "QAT INT8" if cfg.table == "resnet18_summary"
-                                                          else "dynamic INT8")]
+    sp = at.loc[("structured", "FP32")]
     checks = {
-        "dynamic_int8_changes_little": abs(dyn.top1 - fp32.top1) <= 1.0 and dyn.size_MB >= 0.5 * fp32.size_MB,
         "static_int8_about_4x_smaller": st.size_MB <= 0.35 * fp32.size_MB,
-        "static_int8_faster_than_fp32": st.ms < fp32.ms,
-        "qat_at_least_static": qat.top1 >= st.top1 - 0.5,
         "structured_fewer_params_and_faster": sp.params_M < fp32.params_M and sp.ms < fp32.ms,
-        "pruned_int8_smallest": sp_best.size_MB <= g.size_MB.min() + 1e-9,
     }
+    if cfg.table == "resnet18_summary":
+        published_rows = [fp32, dyn, st, qat, sp]
+        sp_qat = at.loc[("structured", "QAT INT8")]
+        checks |= {
+            "dynamic_int8_changes_little": abs(dyn.top1 - fp32.top1) <= 1.0 and dyn.size_MB >= 0.5 * fp32.size_MB,
+            "static_int8_faster_than_fp32": st.ms < fp32.ms,
+            "qat_at_least_static": qat.top1 >= st.top1 - 0.5,
+            "pruned_qat_smallest_and_fastest": sp_qat.size_MB <= 1.02 * min(r.size_MB for r in published_rows)
+                                               and sp_qat.ms <= min(r.ms for r in published_rows),
+        }
+    else:  # VGG16-BN: dynamic INT8 of the trained model keeps its accuracy (the source's collapse had an untrained head)
+        sp_dyn = at.loc[("structured", "dynamic INT8")]
+        checks |= {
+            "dynamic_int8_keeps_accuracy": abs(dyn.top1 - fp32.top1) <= 1.0,
+            "static_int8_keeps_accuracy": abs(st.top1 - fp32.top1) <= 1.0,
+            "pruned_dynamic_int8_smaller_than_pruned": sp_dyn.size_MB < sp.size_MB,
+        }
     if cfg.unstructured:  # ours: zeros in dense tensors do not make dense kernels faster
         un = at.loc[("unstructured", "FP32")]
         checks["unstructured_no_speedup"] = un.ms >= 0.9 * fp32.ms
