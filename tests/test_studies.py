@@ -135,9 +135,11 @@ def test_deploy_without_its_anchors_is_one_line():
 @pytest.mark.parametrize(("study", "message"), [
     ({"deploy_cpu": {"rounds": 1}}, "error: study.deploy_cpu.rounds: must be >= 3"),
     ({"deploy_cpu": {"treads": [1]}}, "error: study.deploy_cpu.treads: unknown key (did you mean 'threads'?)"),
-    ({"deploy-gpu": {}}, "error: study.deploy-gpu: no such study (known: deploy_cpu"),
+    ({"deploy-gpu": {}}, "error: study.deploy-gpu: no such study (known: approx_compression_resnet18_mobilenetv2, deploy_cpu"),
     ({"pruning_quantization_resnet18_vgg16": {"table": "vgg19_summary"}},
      "error: study.pruning_quantization_resnet18_vgg16.table: must be one of resnet18_summary, vgg16bn_summary"),
+    ({"approx_compression_resnet18_mobilenetv2": {"ratios": {30: "g30"}}},
+     "error: study.approx_compression_resnet18_mobilenetv2.ratios: must hold 0 (the baseline) and 50"),
     ({"pruning_quantization_resnet18_vgg16": {"structured": "s30"}},
      "error: study.pruning_quantization_resnet18_vgg16.structured: 's30' is not a variant of this study folder"),
 ])
@@ -292,3 +294,35 @@ def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path,
     plot = pd.read_csv(folder / "plots/study.csv")
     assert len(plot) == 18 and {"label", "x", "top1"} <= set(plot.columns)
     assert (folder / "figures/accuracy_vs_latency_size.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, monkeypatch):
+    """Study 000 at smoke scale (group resnet18_c10): its four published tables with every published row
+    beside ours, the ratio sweep, the shape checks and the plots."""
+    if not (SHARED / "studies/approx-compression-resnet18-mobilenetv2.yaml").is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
+    repo = study_project(tmp_path)
+    folder = repo / "studies/approx-compression-resnet18-mobilenetv2/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    assert "Running stage 'study@approx_compression_resnet18_mobilenetv2'" in out
+    source = {t["id"]: t for t in yaml.safe_load(
+        (SHARED / "studies/approx-compression-resnet18-mobilenetv2.yaml").read_text())["tables"]}
+    frame = pd.read_csv(folder / "results.csv")
+    for table_id in ("resnet18_c10_ratio_sweep", "resnet18_c10_accuracy", "resnet18_c10_int8_effect",
+                     "resnet18_c10_ratio_sweep_cost"):
+        ours, pub = frame[frame.table == table_id], source[table_id]
+        assert {str(r[pub["columns"][0]]) for r in pub["rows"]} == set(ours.row.astype(str)), table_id
+        for column in pub["columns"][1:]:
+            if column != "prune_ratio_pct":
+                assert {f"{column} pub", f"{column} ours"} <= set(ours.column), (table_id, column)
+        assert ours[ours.column.str.endswith(" ours")].value.notna().all(), table_id
+    sweep = frame[frame.table == "sweep"]
+    assert {"0 / finetuned", "30 / finetuned", "50 / finetuned", "70 / finetuned", "50 / int8_dynamic"} == set(sweep.row)
+    metrics = json.loads((folder / "metrics/study.json").read_text())
+    assert {"size_unchanged_by_unstructured_pruning", "dynamic_int8_keeps_accuracy", "acc_70"} <= set(metrics)
+    assert metrics["size_unchanged_by_unstructured_pruning"]  # dense tensors: same file at every ratio
+    assert "**Finding.**" in (folder / "results.md").read_text()
+    assert set(pd.read_csv(folder / "plots/study.csv").x) == {0, 30, 50, 70}
