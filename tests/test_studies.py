@@ -326,3 +326,29 @@ def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, 
     assert metrics["size_unchanged_by_unstructured_pruning"]  # dense tensors: same file at every ratio
     assert "**Finding.**" in (folder / "results.md").read_text()
     assert set(pd.read_csv(folder / "plots/study.csv").x) == {0, 30, 50, 70}
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_mixed_precision_pruning_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+    """Study 003 at smoke scale: each published table (CPU and GPU rows) with our CPU row beside it."""
+    if not (SHARED / "studies/mixed-precision-pruning-resnet18-imagenet.yaml").is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
+    repo = study_project(tmp_path)
+    folder = repo / "studies/mixed-precision-pruning-resnet18-imagenet/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    assert "Running stage 'study@mixed_precision_pruning_resnet18_imagenet'" in out
+    source = yaml.safe_load((SHARED / "studies/mixed-precision-pruning-resnet18-imagenet.yaml").read_text())["tables"]
+    frame = pd.read_csv(folder / "results.csv")
+    for table in source:
+        ours = frame[frame.table == table["id"]]
+        assert set(ours.row) == {"CPU", "GPU"}, table["id"]
+        for column in table["columns"][1:]:
+            assert {f"{column} pub", f"{column} ours"} <= set(ours.column), (table["id"], column)
+        cpu = ours[(ours.row == "CPU") & ours.column.str.endswith(" ours")]
+        assert cpu.value.notna().all(), table["id"]
+    mine = frame[frame.table == "ours"].pivot(index="row", columns="column", values="value")
+    assert float(mine.loc["int8_pruned", "sparsity"]) > 20  # pruned after quantization, measured on the artifact
+    metrics = json.loads((folder / "metrics/study.json").read_text())
+    assert {"int8_about_4x_smaller", "pruning_alone_keeps_size", "int8_pruned_top5"} <= set(metrics)
