@@ -18,6 +18,21 @@ def long_frame(frames: dict[str, pd.DataFrame], ours: pd.DataFrame) -> pd.DataFr
     return pd.concat(parts)[["table", "row", "column", "value"]]
 
 
+def figure(path: Path, ours: pd.DataFrame) -> None:
+    """Top-5 against size and against CPU time, one point per artifact."""
+    from cnn_compress.report.figures import plt, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, x, label in ((axes[0], "model_size_MB", "size on disk (MB)"), (axes[1], "inference_time_ms", "CPU ms (batch 1)")):
+        for i, r in enumerate(ours.itertuples()):
+            ax.scatter(getattr(r, x), r.top5_acc_pct, color=f"C{i}", label=r.table.replace("_", " "))
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-5 %")
+    axes[0].legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path)
+
+
 def finding(ours: pd.DataFrame, checks: dict[str, bool]) -> str:
     at = ours.set_index("table")
     base = at.loc["fp32_baseline"]
@@ -33,6 +48,7 @@ def write(out: Path, cfg: Any, frames: dict[str, pd.DataFrame], ours: pd.DataFra
     atomic.write_text(out / "results.csv", long_frame(frames, ours).to_csv(index=False))
     plot = ours.rename(columns={"inference_time_ms": "x"})[["table", "x", "top5_acc_pct", "model_size_MB"]]
     atomic.write_text(out / "plots" / "study.csv", plot.rename(columns={"top5_acc_pct": "top1"}).to_csv(index=False))
+    figure(out / "figures" / "top5_vs_size_and_time.png", ours)
     src = ("Published figures from `shared/studies/mixed-precision-pruning-resnet18-imagenet.yaml`."
            if have_published else "`../shared` was not found: published columns are empty.")
     parts = [f"# mixed-precision-pruning-resnet18-imagenet, scale `{cfg.scale}`\n",
