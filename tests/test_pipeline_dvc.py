@@ -11,7 +11,7 @@ from conftest import copy_project, dvc, git, set_params, set_variants
 pytestmark = pytest.mark.xdist_group("reproduced")
 
 MAIN = ["prune@main", "finetune@main", "quantize@main", "export@main", "benchmark@main"]
-STAGES = ["prepare", "train", "baseline", "variants", *MAIN, "report"]
+STAGES = ["prepare", "train", "sensitivity", "baseline", "variants", *MAIN, "report"]
 ARTIFACTS = {"pruned", "finetuned", "fp32", "int8_static", "fixed4", "onnx", "ort_int8"}
 UP_TO_DATE = "Data and pipelines are up to date."
 

@@ -110,7 +110,7 @@ def test_missing_or_corrupt_checkpoint(project, content, message):
     assert (project / "variants/main/pruned.pt").read_bytes() == b"earlier output"
 
 
-@pytest.mark.parametrize("name", ["prepare", "train", "baseline", "variants", "prune", "finetune", "quantize",
+@pytest.mark.parametrize("name", ["prepare", "train", "sensitivity", "baseline", "variants", "prune", "finetune", "quantize",
                                   "export", "benchmark", "report", "study"])
 def test_every_stage_answers_help_with_what_it_reads_and_writes(project, name, monkeypatch, capsys):
     monkeypatch.chdir(project)
