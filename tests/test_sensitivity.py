@@ -96,8 +96,8 @@ def test_sensitivity_allocations_run_through_dvc(reproduced, tmp_path):
     repo = copy_project(reproduced[0], tmp_path / "repo")
     set_variants(repo, {"main": {}, "sens": {
         "prune": {"allocation": "sensitivity", "ratio": 0.6},
-        "quantize": {"formats": {"mixed3": {"type": "fixed", "bits": 6, "allocation": "sensitivity", "avg_bits": 3.0,
-                                            "activations": False}}}}})
+        "quantize": {"formats": {"mixed3": {"type": "fixed", "bits": 6, "scheme": "asymmetric", "allocation": "sensitivity",
+                                            "avg_bits": 3.0, "activations": False}}}}})
     bad = dvc("repro", "variants", cwd=repo, check=False)  # the stage is off: nothing to allocate from
     assert bad.returncode != 0 and "needs the sensitivity stage's measurements" in bad.stdout + bad.stderr
     set_params(repo, {"sensitivity": {"ratios": [0.5, 0.9], "bits": [2, 3, 4, 6], "split": "train", "images": 100}})
@@ -109,7 +109,7 @@ def test_sensitivity_allocations_run_through_dvc(reproduced, tmp_path):
     sparsity = json.loads((repo / "variants/sens/prune.json").read_text())["sparsity"]
     assert sparsity == pytest.approx(60, abs=0.5) and len(set(cfg["layer_ratios"].values())) > 1
     fmt = json.loads((repo / "configs/sens/quantize.json").read_text())["quantize"]["formats"]["mixed3"]
-    assert len(set(fmt["layer_bits"].values())) > 1
+    assert fmt["layer_bits"] and set(fmt["layer_bits"].values()) <= {2, 3, 4, 6}  # measured widths only
     manifest = json.loads((repo / "variants/sens/quantized/manifest.json").read_text())
     assert manifest["mixed3"]["mean_bits"] <= 3.0
     assert (repo / "sensitivity/heatmap.png").stat().st_size > 1000
