@@ -108,6 +108,8 @@ def test_quantize_formats_take_a_list_or_typed_settings():
     (name, fmt), = cfg.formats
     assert name == "w4_asym" and fmt == FixedConfig(bits=4, scheme="asymmetric", epochs=2)
     assert cfg.trains() and fmt.describe() == "4-bit asym, per-channel, w+a, ft 2"
+    assert FixedConfig(bits=4, layer_bits={"a": 3, "b": 5}).describe() == "mixed 3-5-bit sym, per-channel, w+a"
+    assert FixedConfig(bits=6, allocation="sensitivity", avg_bits=3).describe().startswith("mixed <=6-bit (mean <= 3)")
     # round trip through the plain data the variants stage writes
     assert parse_section(QuantizeConfig, cfg.as_dict()) == cfg
 

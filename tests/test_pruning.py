@@ -151,6 +151,18 @@ def test_user_ignored_layers_keep_their_channels():
     assert model.features[0].out_channels == 64 and model.features[3].out_channels < 64
 
 
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_unstructured_leaves_ignored_layers_dense(scope):
+    model = build_model("resnet8", num_classes=10, width=8)
+    prune_model(model, PruneConfig(ratio=0.7, scope=scope, ignore=("layer1", "linear")))
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            zeros = float((m.weight == 0).float().mean())
+            assert (zeros == 0) == (name.startswith("layer1.") or name == "linear"), (name, zeros)
+    with pytest.raises(ConfigError, match="prune.ignore: 'layer9' names no conv or linear layer"):
+        prune_model(build_model("resnet8", num_classes=10, width=8), PruneConfig(ignore=("layer9",)))
+
+
 @pytest.mark.parametrize("method", ["l1_unstructured", "structured"])
 def test_iterative_schedule_steps_to_the_target(method):
     model = _small("resnet18")

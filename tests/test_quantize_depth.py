@@ -132,6 +132,8 @@ def test_int8_static_qat_and_mixed_within_tolerance(digits_checkpoint, digits_da
         assert abs(_top1(runner.predict, digits_dataset) - ref) <= 1.5, name
         assert torch.equal(runner.predict(x), load_runner(tmp_path / manifest[name]["file"]).predict(x)), name
     assert manifest["int8_qat"]["qat_epochs"] == 1 and manifest["int8_qat"]["backend"].endswith("qat")
+    qat = torch.export.load(tmp_path / "int8_qat.pt2")
+    assert not [n for n in qat.graph.nodes if "batch_norm" in str(n.target)]  # BatchNorm folded into the convs
     assert manifest["int8_mixed"]["float_modules"] == ["linear"]
     program = torch.export.load(tmp_path / "int8_mixed.pt2")
     linear = next(n for n in program.graph.nodes if n.target == torch.ops.aten.linear.default)
@@ -269,3 +271,24 @@ def test_int8_programs_carry_int8_weights_only(tiny_checkpoint, tiny_dataset, tm
     fp32 = sum(p.numel() * 4 for p in tiny_checkpoint.model.parameters())
     assert stored < 0.5 * fp32  # INT8 weights plus per-channel scales and float biases
     # (the file itself also holds the serialized graph, which outweighs a model this tiny)
+
+
+def test_qat_bn_folding_skips_only_absent_convolution_kinds():
+    """convert_pt2e's fold patterns run for the convolution kinds the graph holds, the rest skipped."""
+    from torchao.quantization.pt2e import qat_utils
+
+    from cnn_compress.quantize.formats import _fold_only_present_convs
+
+    nodes = torch.fx.Graph()
+    nodes.output(nodes.call_function(torch.ops.aten.conv2d.default, ()))  # the node's target is all the check reads
+    graph = torch.fx.GraphModule(torch.nn.Module(), nodes)
+    stock, calls = qat_utils._fold_conv_bn_qat_helper, []
+    qat_utils._fold_conv_bn_qat_helper = lambda m, fn, *a, **k: calls.append(fn.__name__) or m
+    try:
+        with _fold_only_present_convs(graph):
+            for fn in (F.conv1d, F.conv2d, F.conv_transpose1d, F.conv_transpose2d):
+                assert qat_utils._fold_conv_bn_qat_helper(graph, fn, (), is_cuda=False) is graph
+        assert calls == ["conv2d"]
+        assert qat_utils._fold_conv_bn_qat_helper is not stock  # restored to what it was (the stub)
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = stock

@@ -36,7 +36,6 @@ def study_project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_deploy_study_smoke_writes_every_table(tmp_path):
     repo = study_project(tmp_path)
     folder = repo / "studies/deploy-cpu/smoke"
@@ -158,20 +157,26 @@ def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
 SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", ROOT.parent / "shared"))
 
 
+def run_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study: str) -> tuple[Path, pd.DataFrame, dict]:
+    """Run ``studies/<study>/smoke`` through dvc in a fresh copy of the repository; returns its
+    folder, its results.csv and the published study (skips without ../shared)."""
+    source = SHARED / f"studies/{study}.yaml"
+    if not source.is_file():
+        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
+    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))  # the copied repository has no ../shared beside it
+    folder = study_project(tmp_path) / f"studies/{study}/smoke"
+    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
+    section = yaml.safe_load((folder / "params.yaml").read_text())["study"]
+    assert all(f"Running stage 'study@{name}'" in out for name in section)
+    return folder, pd.read_csv(folder / "results.csv"), yaml.safe_load(source.read_text())
+
+
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
     """The smoke scale of study 004 writes each published table with the published rows and columns
     beside ours (structure only: tiny data says nothing about the figures)."""
-    if not (SHARED / "studies/pruning-fixed-point-resnet20.yaml").is_file():
-        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
-    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))  # the copied repository has no ../shared beside it
-    repo = study_project(tmp_path)
-    folder = repo / "studies/pruning-fixed-point-resnet20/smoke"
-    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@pruning_fixed_point_resnet20'" in out
-    published = {t["id"]: t for t in yaml.safe_load((SHARED / "studies/pruning-fixed-point-resnet20.yaml").read_text())["tables"]}
-    frame = pd.read_csv(folder / "results.csv")
+    folder, frame, study = run_smoke(tmp_path, monkeypatch, "pruning-fixed-point-resnet20")
+    published = {t["id"]: t for t in study["tables"]}
     for table_id in ("pruning_finetune", "quant_no_finetune", "asym_quant_finetune", "pruned_then_quantized"):
         ours = frame[frame.table == table_id]
         key = published[table_id]["columns"][0]
@@ -205,27 +210,18 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
     assert float(alloc.loc["q3_asym", "budget"].split()[1]) <= 3.0  # the mean width the quantize stage measured
     assert (folder / "sensitivity/heatmap.png").stat().st_size > 1000
     amp = frame[frame.table == "amp"].pivot(index="row", columns="column", values="value")
-    assert list(amp.loc[["amp_off", "amp_bf16"], "amp"]) == ["off", "bf16"] and "amp_bf16_speed_vs_fp32" in metrics
+    assert list(amp.loc[params["amp_variants"], "amp"]) == ["off", "bf16"] and "amp_bf16_speed_vs_fp32" in metrics
     plot = pd.read_csv(folder / "plots/study.csv")
     assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
     assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
     """Study 001 at smoke scale: every published table with its rows and columns beside ours, the
     published figures unchanged, latencies timed for every format row the folder built."""
-    source = SHARED / "studies/structured-pruning-ptq-resnet18.yaml"
-    if not source.is_file():
-        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
-    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
-    repo = study_project(tmp_path)
-    folder = repo / "studies/structured-pruning-ptq-resnet18/smoke"
-    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@structured_pruning_ptq_resnet18'" in out
-    frame = pd.read_csv(folder / "results.csv")
-    for table in yaml.safe_load(source.read_text())["tables"]:
+    folder, frame, source = run_smoke(tmp_path, monkeypatch, "structured-pruning-ptq-resnet18")
+    for table in source["tables"]:
         ours = frame[frame.table == table["id"]]
         keys = [c for c in table["columns"] if c in ("prune_pct", "format", "model", "training_precision")][:2]
         rows = {" / ".join(str(r[k]).split(" (TRT)")[0] for k in keys) for r in table["rows"]}
@@ -260,20 +256,11 @@ def _same(value):
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path, monkeypatch):
     """Study 002 at smoke scale: the ResNet-18 summary with every published row and column beside ours,
     our pruning x format grid, the shape checks, metrics and plots."""
-    if not (SHARED / "studies/pruning-quantization-resnet18-vgg16.yaml").is_file():
-        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
-    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
-    repo = study_project(tmp_path)
-    folder = repo / "studies/pruning-quantization-resnet18-vgg16/smoke"
-    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@pruning_quantization_resnet18_vgg16'" in out
-    source = yaml.safe_load((SHARED / "studies/pruning-quantization-resnet18-vgg16.yaml").read_text())
+    folder, frame, source = run_smoke(tmp_path, monkeypatch, "pruning-quantization-resnet18-vgg16")
     published = next(t for t in source["tables"] if t["id"] == "resnet18_summary")
-    frame = pd.read_csv(folder / "results.csv")
     ours = frame[frame.table == "resnet18_summary"]
     assert {r["model"] for r in published["rows"]} == set(ours.row)
     for column in published["columns"][1:]:
@@ -297,20 +284,11 @@ def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, monkeypatch):
     """Study 000 at smoke scale (group resnet18_c10): its four published tables with every published row
     beside ours, the ratio sweep, the shape checks and the plots."""
-    if not (SHARED / "studies/approx-compression-resnet18-mobilenetv2.yaml").is_file():
-        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
-    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
-    repo = study_project(tmp_path)
-    folder = repo / "studies/approx-compression-resnet18-mobilenetv2/smoke"
-    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@approx_compression_resnet18_mobilenetv2'" in out
-    source = {t["id"]: t for t in yaml.safe_load(
-        (SHARED / "studies/approx-compression-resnet18-mobilenetv2.yaml").read_text())["tables"]}
-    frame = pd.read_csv(folder / "results.csv")
+    folder, frame, source = run_smoke(tmp_path, monkeypatch, "approx-compression-resnet18-mobilenetv2")
+    source = {t["id"]: t for t in source["tables"]}
     for table_id in ("resnet18_c10_ratio_sweep", "resnet18_c10_accuracy", "resnet18_c10_int8_effect",
                      "resnet18_c10_ratio_sweep_cost"):
         ours, pub = frame[frame.table == table_id], source[table_id]
@@ -329,19 +307,10 @@ def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_mixed_precision_pruning_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
     """Study 003 at smoke scale: each published table (CPU and GPU rows) with our CPU row beside it."""
-    if not (SHARED / "studies/mixed-precision-pruning-resnet18-imagenet.yaml").is_file():
-        pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
-    monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))
-    repo = study_project(tmp_path)
-    folder = repo / "studies/mixed-precision-pruning-resnet18-imagenet/smoke"
-    out = dvc("repro", "dvc.yaml", cwd=folder).stdout
-    assert "Running stage 'study@mixed_precision_pruning_resnet18_imagenet'" in out
-    source = yaml.safe_load((SHARED / "studies/mixed-precision-pruning-resnet18-imagenet.yaml").read_text())["tables"]
-    frame = pd.read_csv(folder / "results.csv")
-    for table in source:
+    folder, frame, source = run_smoke(tmp_path, monkeypatch, "mixed-precision-pruning-resnet18-imagenet")
+    for table in source["tables"]:
         ours = frame[frame.table == table["id"]]
         assert set(ours.row) == {"CPU", "GPU"}, table["id"]
         for column in table["columns"][1:]:

@@ -71,7 +71,10 @@ def prune_model(
 
 @register_pruner("l1_unstructured")
 def l1_unstructured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
-    layers = prunable_layers(model)
+    """The classifier is pruned like any layer (the published unstructured studies do); ``prune.ignore``
+    leaves layers out."""
+    left_out = _matching(prunable_layers(model), cfg.ignore)
+    layers = [(n, m) for n, m in prunable_layers(model) if n not in left_out]
     if unknown := sorted(set(cfg.layer_ratios) - {n for n, _ in layers}):
         raise ConfigError(f"prune.layer_ratios: {unknown[0]!r} names no conv or linear layer of this model")
     for k in range(1, cfg.steps + 1):
@@ -135,14 +138,20 @@ def structured_policy(model: nn.Module) -> str:
     return "block-internal" if any(isinstance(m, PadShortcut) for m in model.modules()) else "all"
 
 
-def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str) -> list[nn.Module]:
-    names = dict(prunable_layers(model))
+def _matching(layers: list[tuple[str, nn.Module]], prefixes: tuple[str, ...]) -> set[str]:
+    """The layer names under each prefix (a module name); one that matches nothing is a typo."""
     ignored = set()
-    for prefix in (head, *cfg.ignore):
-        hits = {n for n in names if n == prefix or n.startswith(f"{prefix}.")}
+    for prefix in prefixes:
+        hits = {n for n, _ in layers if n == prefix or n.startswith(f"{prefix}.")}
         if not hits:
             raise ConfigError(f"prune.ignore: {prefix!r} names no conv or linear layer")
         ignored |= hits
+    return ignored
+
+
+def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str) -> list[nn.Module]:
+    names = dict(prunable_layers(model))
+    ignored = _matching(prunable_layers(model), (head, *cfg.ignore))
     if structured_policy(model) == "block-internal":
         internal = {f"{n}.conv1" for n, m in model.named_modules() if isinstance(m, BasicBlock)}
         ignored |= set(names) - internal

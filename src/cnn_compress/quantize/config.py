@@ -111,8 +111,10 @@ class FixedConfig(FormatConfig):
         """What the artifact is, for tables: ``4-bit asym per-tensor, weights only, ft 2``."""
         width = f"{self.bits}-bit"
         if self.layer_bits or self.allocation == "sensitivity":
-            used = sorted(set(self.layer_bits.values())) or [self.bits]
-            width = f"mixed {used[0]}-{used[-1]}-bit (mean <= {self.avg_bits:g})"
+            used = sorted(set(self.layer_bits.values()))
+            widths = f"{used[0]}-{used[-1]}" if used else f"<={self.bits}"  # before the allocation resolves
+            budget = f" (mean <= {self.avg_bits:g})" if self.allocation == "sensitivity" else ""
+            width = f"mixed {widths}-bit{budget}"
         parts = [f"{width} {self.scheme[:3] if self.scheme == 'symmetric' else 'asym'}",
                  self.granularity.replace("_", "-"), "w+a" if self.activations else "weights only"]
         parts += [f"w {self.weight_range}"] if self.weight_range != "minmax" else []

@@ -19,12 +19,13 @@ fails here, naming the format, instead of later in the DAG.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import io
 import logging
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,36 @@ def _int8_mixed(ckpt: Checkpoint, fmt: Int8MixedConfig, ctx: QuantContext, path:
     return {"float_modules": list(keep)}
 
 
+_CONV_KINDS = {"conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"}
+
+
+@contextlib.contextmanager
+def _fold_only_present_convs(graph: torch.fx.GraphModule) -> Iterator[None]:
+    """Skip torchao's BatchNorm folding patterns for convolution kinds the graph does not hold.
+
+    ``convert_pt2e`` traces ~100 match/replace patterns (four convolution kinds x twelve variants),
+    about 40 s on two cores whatever the model's size; a CNN of 2-D convolutions needs a quarter
+    of them. A pattern for an absent kind cannot match, so the result is the same graph.
+    """
+    from torchao.quantization.pt2e import qat_utils
+
+    stock = getattr(qat_utils, "_fold_conv_bn_qat_helper", None)
+    present = {str(n.target).split(".")[1] for n in graph.graph.nodes
+               if n.op == "call_function" and str(n.target).startswith("aten.conv")}
+    if stock is None or not present <= _CONV_KINDS:  # an unknown kind: keep every pattern
+        yield
+        return
+
+    def helper(m: torch.fx.GraphModule, conv_fn: Callable, *args: Any, **kwargs: Any) -> torch.fx.GraphModule:
+        return stock(m, conv_fn, *args, **kwargs) if conv_fn.__name__ in present else m
+
+    qat_utils._fold_conv_bn_qat_helper = helper
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = stock
+
+
 @register_handler(Int8QatConfig, ".pt2", "torchao-pt2e-x86-inductor-qat", requires=_x86_int8)
 def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Path) -> dict[str, Any]:
     """Fake-quantized training in the exported graph (BatchNorm still folds at conversion)."""
@@ -260,7 +291,9 @@ def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Pat
     history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path, teacher=ctx.teacher,
                           run_key=to_dict(fmt))
     move_exported_model_to_eval(prepared)
-    save_exported(convert_pt2e(prepared), example, path)
+    with _fold_only_present_convs(prepared):
+        converted = convert_pt2e(prepared)
+    save_exported(converted, example, path)
     return {"qat_epochs": cfg.epochs, "qat_final_train_loss": history[-1]["train_loss"] if history else None}
 
 
