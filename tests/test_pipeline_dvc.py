@@ -143,8 +143,18 @@ def test_ratio_change_metrics_diff_plots_and_run_cache(reproduced, tmp_path):
     assert "failed to load" not in (shown.stdout + shown.stderr).lower()
     page = (repo / "plots_html/index.html").read_text()
     for title in ("Accuracy per artifact", "Latency per artifact", "Accuracy vs true compressed size",
-                  "variants/main/sparsity.csv", "plots/train_curve.csv", "accuracy_vs_size.png"):
+                  "variants/main/sparsity.csv", "plots/train_curve.csv", "accuracy_vs_size.png", "heatmap.png"):
         assert title in page, title
+    # every interactive plot has rows (a switched-off sensitivity stage says so in its one row), and the
+    # artifacts table plots the sparsity measured per artifact, not a column against the row index
+    every = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)["data"]
+    rows = {name: [r for p in plot for r in p.get("content", {}).get("data", {}).get("values", [])]
+            for name, plot in every.items()}
+    assert all(rows[name] for name, plot in every.items() if "content" in plot[0]), rows.keys()
+    assert [r["layer"] for r in rows["plots/sensitivity.csv"]] == ["(off: sensitivity.ratios and .bits are empty)"]
+    spec = every["plots/artifacts.csv"][0]["content"]["encoding"]
+    assert (spec["x"]["field"], spec["y"]["field"]) == ("sparsity", "label")
+    assert {float(r["sparsity"]) > 40 for r in rows["plots/artifacts.csv"]} == {True, False}
 
     # changing it back restores the earlier outputs from the run-cache, without running prune
     set_params(repo, {"prune": {"ratio": 0.5}, "finetune": {"weight_decay": 0.0005}})

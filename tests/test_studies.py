@@ -211,6 +211,11 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
     assert (folder / "sensitivity/heatmap.png").stat().st_size > 1000
     amp = frame[frame.table == "amp"].pivot(index="row", columns="column", values="value")
     assert list(amp.loc[params["amp_variants"], "amp"]) == ["off", "bf16"] and "amp_bf16_speed_vs_fp32" in metrics
+    # the precisions also timed against each other in the study stage: FP32 is its own reference
+    same = amp.loc[params["amp_variants"], "same_run_vs_first"].astype(float)
+    assert same.iloc[0] == 1.0 and same.iloc[1] > 0 and metrics["amp_bf16_same_run_vs_fp32"] == same.iloc[1]
+    lo, hi = map(float, amp.loc[params["amp_variants"][1], "same_run_interval"].split("-"))
+    assert lo <= same.iloc[1] <= hi
     plot = pd.read_csv(folder / "plots/study.csv")
     assert {"series", "x", "top1"} <= set(plot.columns) and set(plot.x) == {6, 5, 4, 3, 2}
     assert (folder / "figures/accuracy_vs_bits.png").stat().st_size > 1000

@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cnn_compress.report.figures import save_figure  # noqa: E402
 
 # the CSV of a switched-off stage still has the plotted columns (DVC reads an empty file as an error)
-EMPTY_ROW = {"index": 0, "layer": "none", "params": 0, "worst_prune": 0.0, "worst_bits": 0.0}
+# and says why it is empty, so the plot page does not show a bare axis
+EMPTY_ROW = {"index": 0, "layer": "(off: sensitivity.ratios and .bits are empty)", "params": 0, "worst_prune": 0.0,
+             "worst_bits": 0.0}
 
 
 def columns(table: dict[str, Any]) -> list[tuple[str, str, str]]:

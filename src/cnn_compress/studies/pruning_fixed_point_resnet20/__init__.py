@@ -66,12 +66,20 @@ class FixedPointStudyConfig:
     # the training-precision table (ours, issue 17): variants fine-tuned alike but for finetune.amp, the
     # first in FP32 (its throughput is the reference)
     amp_variants: tuple[str, ...] = ()
+    # ... and their training steps timed against each other in this process, interleaved over amp_rounds
+    # rounds of one batch of amp_batch images (0 = only the fine-tuning runs' own throughputs)
+    amp_rounds: int = 7
+    amp_batch: int = 64
+    amp_threads: int = 2
 
     def __post_init__(self) -> None:
         require(len(self.pruned) == len(METHODS), f"{self.SECTION}.pruned", f"must name {len(METHODS)} variants")
         require(any(n == self.setting for n, _ in self.settings) or not self.settings, f"{self.SECTION}.setting",
                 f"'{self.setting}' is not one of settings")
         require(self.close_ratio >= 1, f"{self.SECTION}.close_ratio", "must be >= 1")
+        require(self.amp_rounds >= 0, f"{self.SECTION}.amp_rounds", "must be >= 0")
+        require(self.amp_batch >= 2 and self.amp_threads >= 1, f"{self.SECTION}.amp_batch",
+                "must be >= 2 (BatchNorm trains on batches), with amp_threads >= 1")
 
 
 def artifact(setting: str, bits: int, scheme: str, ft: bool = False) -> str:
@@ -247,7 +255,7 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     if cfg.allocation_pruned or cfg.mixed_bits:
         tables["allocation"] = allocation_table(rows, cfg, base)
     if cfg.amp_variants:
-        tables["amp"] = amp_table(cfg.amp_variants)
+        tables["amp"] = amp_table(cfg)
     checks = shape_checks(tables["quant_no_finetune"], tables["asym_quant_finetune"], tables["pruned_then_quantized"])
     report.write(ctx.out, cfg, tables, checks, base, pub_base, machine_info(1), study is not None)
     prune = tables["pruning_finetune"].set_index("variant")
@@ -263,7 +271,9 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
             **({f"allocation_gain_{r.key}": _num(r.gain) for r in tables["allocation"].itertuples()}
                if "allocation" in tables else {}),
             **({f"amp_{r.amp}_speed_vs_fp32": _num(r.speed_vs_first) for r in tables["amp"].itertuples()}
-               if "amp" in tables else {})}
+               if "amp" in tables else {}),
+            **({f"amp_{r.amp}_same_run_vs_fp32": _num(r.same_run_vs_first) for r in tables["amp"].itertuples()}
+               if "amp" in tables and "same_run_vs_first" in tables["amp"] else {})}
 
 
 def distill_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.DataFrame:
@@ -319,16 +329,29 @@ def allocation_table(rows: Rows, cfg: FixedPointStudyConfig, base: float) -> pd.
     return pd.DataFrame(recs)
 
 
-def amp_table(variants: tuple[str, ...]) -> pd.DataFrame:
-    """The same fine-tuning in FP32 and under autocast: accuracy, and training throughput (images/s
-    over the whole run, one process each, so a ratio between runs rather than a benchmark)."""
+def amp_table(cfg: FixedPointStudyConfig) -> pd.DataFrame:
+    """The same fine-tuning in FP32 and under autocast: accuracy; training throughput over each whole
+    run (one process each, so a ratio between runs rather than a benchmark); and, with ``amp_rounds``,
+    the precisions' training steps timed against each other in this process (``precision.py``)."""
+    from cnn_compress.models.checkpoint import load_checkpoint
     from cnn_compress.studies.common import read_training
+    from cnn_compress.studies.pruning_fixed_point_resnet20.precision import interleaved_throughput, summarize
 
+    variants = cfg.amp_variants
     runs = {v: read_training(v) for v in variants}
     first = runs[variants[0]].get("train_images_per_s")
     recs = [{"variant": v, "amp": r.get("amp", "off"), "top1": r["top1"], "images_per_s": r.get("train_images_per_s"),
              "speed_vs_first": round(r["train_images_per_s"] / first, 3) if first and r.get("train_images_per_s")
              else None, "drop vs first": round(runs[variants[0]]["top1"] - r["top1"], 2)} for v, r in runs.items()]
+    if cfg.amp_rounds:
+        modes = list(dict.fromkeys(rec["amp"] for rec in recs))
+        model = load_checkpoint(Path("variants", variants[0], "pruned.pt"))  # what every fine-tuning started from
+        same = summarize(interleaved_throughput(model, modes, cfg.amp_batch, cfg.amp_rounds,
+                                                threads=cfg.amp_threads), modes[0])
+        for rec in recs:
+            s = same[rec["amp"]]
+            rec |= {"same_run_images_per_s": s["images_per_s"], "same_run_vs_first": s["ratio"],
+                    "same_run_interval": f"{s['ratio_lo']:.3f}-{s['ratio_hi']:.3f}"}
     return pd.DataFrame(recs)
 
 

@@ -88,7 +88,10 @@ def amp_part(tables: dict[str, pd.DataFrame]) -> list[str]:
     return ["## Fine-tuning in FP32 and in mixed precision (ours; not in the published study)\n",
             "The same pruned model, epochs and learning rate; `amp` is `finetune.amp` (CPU: bfloat16 autocast). "
             "`images_per_s`: training images per second over the whole fine-tuning run (one process each; a ratio "
-            "between two runs, not a benchmark). `drop vs first`: top-1 points below the FP32 run.\n",
+            "between two runs, not a benchmark). `drop vs first`: top-1 points below the FP32 run. `same_run_*`: "
+            "the precisions' training steps timed against each other in the study stage (one batch each per round, "
+            "the order rotating; median images/s, the median of the per-round ratios to FP32 and its 95% "
+            "interval): the throughput comparison to quote.\n",
             markdown(t), ""]
 
 
