@@ -151,7 +151,7 @@ def test_ratio_change_metrics_diff_plots_and_run_cache(reproduced, tmp_path):
     rows = {name: [r for p in plot for r in p.get("content", {}).get("data", {}).get("values", [])]
             for name, plot in every.items()}
     assert all(rows[name] for name, plot in every.items() if "content" in plot[0]), rows.keys()
-    assert [r["layer"] for r in rows["plots/sensitivity.csv"]] == ["(off: sensitivity.ratios and .bits are empty)"]
+    assert [r["layer"] for r in rows["plots/sensitivity.csv"]] == ["(off: no ratios or bits set)"]
     spec = every["plots/artifacts.csv"][0]["content"]["encoding"]
     assert (spec["x"]["field"], spec["y"]["field"]) == ("sparsity", "label")
     assert {float(r["sparsity"]) > 40 for r in rows["plots/artifacts.csv"]} == {True, False}

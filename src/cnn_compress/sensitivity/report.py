@@ -13,7 +13,7 @@ from cnn_compress.report.figures import save_figure  # noqa: E402
 
 # the CSV of a switched-off stage still has the plotted columns (DVC reads an empty file as an error)
 # and says why it is empty, so the plot page does not show a bare axis
-EMPTY_ROW = {"index": 0, "layer": "(off: sensitivity.ratios and .bits are empty)", "params": 0, "worst_prune": 0.0,
+EMPTY_ROW = {"index": 0, "layer": "(off: no ratios or bits set)", "params": 0, "worst_prune": 0.0,
              "worst_bits": 0.0}
 
 
