@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +37,14 @@ def sh(cmd: list[str], cwd: Path) -> tuple[float, list[str]]:
 
 
 def edit(repo: Path, change) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    """Change params.yaml as a person would: round-trip, so every other value stays as written
+    (a PyYAML dump turns `amp: off` into `amp: false`, a changed param that re-runs train)."""
+    rt, path = YAML(), repo / "params.yaml"
+    rt.preserve_quotes, rt.width = True, 4096
+    params = rt.load(path.read_text())
     change(params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with path.open("w") as f:
+        rt.dump(params, f)
 
 
 def measure() -> list[tuple[str, float, list[str]]]:
