@@ -23,6 +23,18 @@ from cnn_compress.data.config import DataConfig  # noqa: E402
 from cnn_compress.data.dataset import prepare  # noqa: E402
 from cnn_compress.train.config import TrainConfig  # noqa: E402
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: the study smokes, then the other real-dvc tests, then the rest. xdist hands the
+    tests out in this order as workers free up, so two long ones no longer meet at the end of the run
+    with the other worker idle (a third worker does not help: the two cores are busy throughout)."""
+    def weight(item: pytest.Item) -> int:
+        slow = item.get_closest_marker("slow") is not None
+        return 0 if slow and "smoke" in item.name else 1 if slow else 2
+
+    items.sort(key=weight)
+
+
 # Tiny but real: the default pipeline's stage code on 30 digits per class and a ResNet-8.
 TINY_PARAMS = {
     "data": {"max_per_class": 30},
