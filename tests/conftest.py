@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data, tiny trained models and throw-away DVC projects."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -105,13 +106,27 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny project reproduced from scratch and committed, once per session, with the output of
-    that ``dvc repro``. Tests read it; a test that changes anything works on ``copy_project``."""
-    repo = make_project(tmp_path_factory.mktemp("reproduced"))
-    out = dvc("repro", cwd=repo).stdout
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "reproduced", cwd=repo)
-    return repo, out
+    """The tiny project reproduced from scratch and committed, once per test run, with the output of
+    that ``dvc repro``. Tests read it; a test that changes anything works on ``copy_project``.
+
+    Built once for all xdist workers (the first to need it builds, the others wait on a file lock):
+    a per-worker session fixture built it twice, ~50 s of both cores. xdist_group cannot pin these
+    tests to one worker any more: pytest 9.2 no longer reads the node id xdist 3.8 rewrites."""
+    in_worker = "PYTEST_XDIST_WORKER" in os.environ  # the workers' temp folders share a parent; one process has none
+    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.mktemp("shared")
+    repo, log = shared / "reproduced", shared / "reproduced.out"
+    with open(shared / "reproduced.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not log.exists():
+            building = shared / "reproduced.building"
+            shutil.rmtree(building, ignore_errors=True)  # a build that failed in another worker
+            make_project(building)
+            out = dvc("repro", cwd=building).stdout
+            git("add", "-A", cwd=building)
+            git("commit", "-qm", "reproduced", cwd=building)
+            building.rename(repo)
+            log.write_text(out)
+    return repo, log.read_text()
 
 
 def copy_project(src: Path, dest: Path) -> Path:

@@ -61,7 +61,6 @@ def test_distillation_pulls_the_student_towards_the_teacher(tiny_dataset, tiny_c
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("reproduced")
 def test_a_distilled_variant_runs_through_dvc_and_records_its_teacher(reproduced, tmp_path):
     """A variant like `main` but for finetune.distill: its fine-tuned weights differ from main's
     (the teacher is the only difference), and its fixed-point fine-tuning runs with the teacher too."""

@@ -7,9 +7,6 @@ import statistics
 import pytest
 from conftest import copy_project, dvc, git, set_params, set_variants
 
-# tests reading the session's reproduced project share one xdist worker, so it is built once
-pytestmark = pytest.mark.xdist_group("reproduced")
-
 MAIN = ["prune@main", "finetune@main", "quantize@main", "export@main", "benchmark@main"]
 STAGES = ["prepare", "train", "sensitivity", "baseline", "variants", *MAIN, "report"]
 ARTIFACTS = {"pruned", "finetuned", "fp32", "int8_static", "fixed4", "onnx", "ort_int8"}

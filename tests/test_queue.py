@@ -7,9 +7,6 @@ import time
 import pytest
 from conftest import ROOT, copy_project, dvc, run
 
-# tests reading the session's reproduced project share one xdist worker, so it is built once
-pytestmark = pytest.mark.xdist_group("reproduced")
-
 
 def _find(node, key):
     """Every value stored under ``key`` anywhere in ``dvc exp show --json`` output."""

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_project, dvc, git, run, set_params
 
-# tests reading the session's reproduced project share one xdist worker, so it is built once
-pytestmark = pytest.mark.xdist_group("reproduced")
-
 UP_TO_DATE = "Data and pipelines are up to date."
 OUTPUTS = ("data/prepared", "models", "configs", "variants", "reports", "metrics", "plots")
 

@@ -89,7 +89,6 @@ def test_bad_allocation_settings_name_the_key():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("reproduced")
 def test_sensitivity_allocations_run_through_dvc(reproduced, tmp_path):
     """Measuring sensitivity and adding allocated variants runs only them; the allocation is in the
     resolved config, reaches the artifacts, and meets its budget."""
