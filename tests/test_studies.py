@@ -133,6 +133,8 @@ def test_deploy_without_its_anchors_is_one_line():
 
 @pytest.mark.parametrize(("study", "message"), [
     ({"deploy_cpu": {"rounds": 1}}, "error: study.deploy_cpu.rounds: must be >= 3"),
+    ({"pruning_fixed_point_resnet20": {"amp_batch": 1}}, "error: study.pruning_fixed_point_resnet20.amp_batch: must be >= 2"),
+    ({"pruning_fixed_point_resnet20": {"amp_threads": 0}}, "error: study.pruning_fixed_point_resnet20.amp_threads: must be >= 1"),
     ({"deploy_cpu": {"treads": [1]}}, "error: study.deploy_cpu.treads: unknown key (did you mean 'threads'?)"),
     ({"deploy-gpu": {}}, "error: study.deploy-gpu: no such study (known: approx_compression_resnet18_mobilenetv2, deploy_cpu"),
     ({"pruning_quantization_resnet18_vgg16": {"table": "vgg19_summary"}},

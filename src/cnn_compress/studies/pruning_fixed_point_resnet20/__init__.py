@@ -78,8 +78,8 @@ class FixedPointStudyConfig:
                 f"'{self.setting}' is not one of settings")
         require(self.close_ratio >= 1, f"{self.SECTION}.close_ratio", "must be >= 1")
         require(self.amp_rounds >= 0, f"{self.SECTION}.amp_rounds", "must be >= 0")
-        require(self.amp_batch >= 2 and self.amp_threads >= 1, f"{self.SECTION}.amp_batch",
-                "must be >= 2 (BatchNorm trains on batches), with amp_threads >= 1")
+        require(self.amp_batch >= 2, f"{self.SECTION}.amp_batch", "must be >= 2 (BatchNorm trains on batches)")
+        require(self.amp_threads >= 1, f"{self.SECTION}.amp_threads", "must be >= 1")
 
 
 def artifact(setting: str, bits: int, scheme: str, ft: bool = False) -> str:
