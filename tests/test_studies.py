@@ -56,6 +56,9 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     assert all(f"ms_b1_t{t}" in frame and f"peak_pct_t{t}" in frame for t in threads)
     assert (frame.loc[frame.variant == "s50", "mmacs"] < frame.loc[frame.variant == "dense", "mmacs"].max()).all()
     assert "Unstructured sparsity** (`u50`" in text  # the question is answered from the u50 rows
+    depth = frame[frame.variant == "d50"]  # ResNet-8's one removable block gone: fewer MACs, no zeros
+    assert (depth.method == "blocks").all() and (depth.mmacs < frame.loc[frame.variant == "dense", "mmacs"].max()).all()
+    assert "Depth against width** " in text and "`d50` (blocks 0.5)" in text
     metrics = json.loads((folder / "metrics/study.json").read_text())
     assert {"dense_top1", "latency_target_met", "size_target_met", "controls_agree"} <= set(metrics)
     assert (folder / "figures/pareto_latency.png").stat().st_size > 1000

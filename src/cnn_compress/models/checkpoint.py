@@ -1,9 +1,10 @@
 """Self-describing checkpoints: one ``load_checkpoint(path)`` serves every stage.
 
-A checkpoint carries the architecture and its arguments, the shape of every tensor (so pruned
-layers can be rebuilt without the pruner), class names, input normalisation, the dtype, and the
-resolved config of each stage that produced it. It holds only tensors and plain data, so it loads
-with ``weights_only=True``. Nothing time-dependent is stored: the same weights give the same bytes.
+A checkpoint carries the architecture and its arguments, the shape of every tensor and the
+residual blocks removed (so channel- and depth-pruned networks are rebuilt without the pruner),
+class names, input normalisation, the dtype, and the resolved config of each stage that produced
+it. It holds only tensors and plain data, so it loads with ``weights_only=True``. Nothing
+time-dependent is stored: the same weights give the same bytes.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from cnn_compress.core import atomic
 from cnn_compress.core.errors import CheckpointError
+from cnn_compress.models.blocks import remove_blocks, removed_blocks
 from cnn_compress.models.zoo import build_model
 
 FORMAT = "cnn-compress/checkpoint/1"
@@ -78,6 +80,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "shapes": {k: list(v.shape) for k, v in state.items()},
         "state_dict": state,
     }
+    if removed := removed_blocks(ckpt.model):  # depth pruning; absent otherwise (older files stay byte-equal)
+        payload["removed_blocks"] = removed
     atomic.write_torch(path, payload)
 
 
@@ -93,6 +97,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cnn-compress checkpoint (no '{FORMAT}' header)")
     model = build_model(payload["arch"], **payload["arch_args"])
+    try:
+        remove_blocks(model, list(payload.get("removed_blocks", [])))
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: lists a removed block {exc} that {payload['arch']} does not have") from None
     state = payload["state_dict"]
     resize_to_state(model, state)
     dtype = payload.get("dtype", "float32")

@@ -17,9 +17,10 @@ class PruneConfig:
     stage prunes each artifact's own weights (``prune/after_quantize.py``)."""
 
     SECTION: ClassVar[str] = "prune"
-    method: str = "l1_unstructured"  # key into the pruning registry: l1_unstructured | structured
+    method: str = "l1_unstructured"  # key into the pruning registry: l1_unstructured | structured | blocks
     scope: Literal["global", "layer"] = "global"  # one threshold for all layers, or the ratio in every layer
-    ratio: float = 0.5  # unstructured: fraction of conv + linear weights zeroed; structured: of channels
+    ratio: float = 0.5  # unstructured: fraction of conv + linear weights zeroed; structured: of channels;
+    # blocks: of the residual blocks whose shortcut is the identity (removed whole: depth pruning)
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l1"  # structured: how channel groups are ranked
     round_to: int = 1  # structured: keep channel counts multiples of this (8 suits SIMD / tensor cores)
     max_layer_ratio: float = 0.9  # structured + global: never remove more than this from one layer

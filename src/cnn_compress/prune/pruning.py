@@ -5,7 +5,9 @@ threshold or the same ratio per layer; the masks are made permanent (plain zeros
 tensor), so the pruned checkpoint loads like any other and fine-tuning recovers the masks from
 the zeros. ``structured`` removes whole channels with torch-pruning's dependency graph, so the
 saved model is smaller and faster; its checkpoint records the new shapes and loads without
-torch-pruning.
+torch-pruning. ``blocks`` removes whole residual blocks (depth pruning): ``ratio`` of the
+removable ones, those whose removal alone raises the held-out loss least; fewer layers pay at
+batch 1, where thinner layers barely do (per-layer overhead dominates small CNNs).
 
 CIFAR ResNets with "option A" shortcuts pad channels with zeros in a parameter-free op that the
 dependency graph does not follow: pruning a residual channel there leaves a model that no longer
@@ -24,6 +26,7 @@ from torch.nn.utils import prune as torch_prune
 
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.core.registry import Registry
+from cnn_compress.models.blocks import RemovedBlock, removable_blocks, set_module
 from cnn_compress.models.zoo import BasicBlock, PadShortcut
 from cnn_compress.prune.config import PruneConfig
 
@@ -36,6 +39,7 @@ class PruneContext:
     example: torch.Tensor  # normalised, class-balanced images: the graph is traced on them, Taylor scores too
     labels: torch.Tensor
     head: str  # the classifier's module name: its outputs are the classes, never pruned
+    held_out: tuple[torch.Tensor, torch.Tensor] | None = None  # normalised validation images + labels
 
     @classmethod
     def random(cls, head: str, shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10) -> PruneContext:
@@ -190,6 +194,46 @@ def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step
         if after_step:
             after_step(model, k)
     return model
+
+
+@register_pruner("blocks")
+def blocks(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: AfterStep | None) -> nn.Module:
+    """Depth pruning: each step re-measures every remaining block alone, then removes the cheapest."""
+    candidates = [n for n in removable_blocks(model) if not _matching_block(n, cfg.ignore)]
+    if not candidates:
+        raise ConfigError(f"prune.method: blocks: this model has no removable residual block "
+                          f"(one whose shortcut is the identity){' outside prune.ignore' if cfg.ignore else ''}")
+    target = int(cfg.ratio * len(candidates) + 0.5)  # half up: ratio 0.5 of one block removes it
+    images, labels = ctx.held_out or (ctx.example, ctx.labels)
+    removed = 0
+    for k in range(1, cfg.steps + 1):
+        goal = int(target * k / cfg.steps + 0.5)
+        left = [n for n in candidates if not isinstance(model.get_submodule(n), RemovedBlock)]
+        for name in sorted(left, key=lambda n: _loss_without(model, n, images, labels))[: goal - removed]:
+            set_module(model, name, RemovedBlock())
+        removed = goal
+        if after_step:
+            after_step(model, k)
+    return model
+
+
+def _matching_block(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in prefixes)
+
+
+@torch.no_grad()
+def _loss_without(model: nn.Module, name: str, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Held-out cross-entropy with block ``name`` removed (put back afterwards)."""
+    was_training = model.training
+    model.eval()
+    block = set_module(model, name, RemovedBlock())
+    try:
+        loss = sum(float(F.cross_entropy(model(images[i:i + 256]), labels[i:i + 256], reduction="sum"))
+                   for i in range(0, len(images), 256)) / max(len(images), 1)
+    finally:
+        set_module(model, name, block)
+        model.train(was_training)
+    return loss
 
 
 def pruned_ratio(history: list[dict[str, Any]]) -> float:

@@ -38,7 +38,12 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     setup_torch(step_cfg.seed if step_cfg else 0, step_cfg.threads if step_cfg else 2)
     images, labels = ds.split("train")
     pick = balanced_subset(labels, 8)  # traced on these; Taylor importance takes gradients on them
-    ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch))
+    held_out = None
+    if cfg.method == "blocks":  # blocks are ranked by their effect on validation images
+        val_images, val_labels = ds.split("val")
+        keep = balanced_subset(val_labels, 32)
+        held_out = (normalize(val_images[keep], ds.mean, ds.std), val_labels[keep]) if len(keep) else None
+    ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch), held_out)
     macs_before = count_macs(ckpt.model, ckpt.input_shape)
 
     teacher = load_teacher(step_cfg.distill, ds) if step_cfg is not None else None  # finetune.distill

@@ -149,13 +149,15 @@ def measure_peaks(threads: int, batch: int = 8, runs: int = 10) -> dict[str, flo
 
 
 def build_frame(cells: list[Cell], timings: dict[int, dict], peaks: dict[int, dict[str, float]],
-                cfg: DeployConfig, ratios: dict[str, float]) -> pd.DataFrame:
+                cfg: DeployConfig, ratios: dict[str, float], methods: dict[str, str] | None = None) -> pd.DataFrame:
     small, large = min(cfg.batch_sizes), max(cfg.batch_sizes)
     records = []
     for cell in cells:
         runtime, precision = GRID[cell.name]
         s = cell.stats
-        rec = {"variant": cell.variant, "ratio": ratios.get(cell.variant, 0.0), "artifact": cell.name,
+        ratio = ratios.get(cell.variant, 0.0)
+        rec = {"variant": cell.variant, "method": (methods or {}).get(cell.variant, "") if ratio else "none",
+               "ratio": ratio, "artifact": cell.name,
                "runtime": runtime, "precision": precision, "top1": s["top1"], "sparsity": s["sparsity"],
                "mmacs": round(s["macs"] / 1e6, 2), "kib": round(s["size_bytes"] / 1024, 1),
                "ccz_kib": round(s.get("size_compressed_bytes", 0) / 1024, 1)}
@@ -233,9 +235,11 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
         timings[t], controls[t] = time_cells(cells, dense, cfg, ds, t, compiled)
         if cfg.peak:
             peaks[t] = measure_peaks(t)
-    ratios = {v: float((ctx.params["variants"][v] or {}).get("prune", {}).get("ratio", _base_ratio(ctx.params)))
-              for v in ctx.variants}
-    frame = build_frame(cells, timings, peaks, cfg, ratios)
+    prune = {v: (ctx.params.get("prune") or {}) | ((ctx.params["variants"][v] or {}).get("prune") or {})
+             for v in ctx.variants}
+    ratios = {v: float(p.get("ratio", 0.5)) for v, p in prune.items()}
+    methods = {v: str(p.get("method", "l1_unstructured")) for v, p in prune.items()}
+    frame = build_frame(cells, timings, peaks, cfg, ratios, methods)
     ref = add_comparisons(frame, cfg)
     goals = targets(frame, cfg, ref)
     profile = _profile(frame, cells, cfg, ds)
@@ -244,9 +248,6 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
     return {"dense_top1": ref["dense_top1"], **{k: v for k, v in goals.items() if not isinstance(v, str)},
             "controls_agree": all(c[f"b{b}"]["agree_within_5pct"] for c in controls.values() for b in cfg.batch_sizes)}
 
-
-def _base_ratio(params: dict[str, Any]) -> float:
-    return float((params.get("prune") or {}).get("ratio", 0.5))
 
 
 def _profile(frame: pd.DataFrame, cells: list[Cell], cfg: DeployConfig, ds: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def finding(goals: dict[str, Any], ref: dict[str, float]) -> str:
 
 def _main_table(frame: pd.DataFrame, cfg: Any) -> str:
     small, large = min(cfg.batch_sizes), max(cfg.batch_sizes)
-    cols = {"variant": "variant", "ratio": "ratio", "runtime": "runtime", "precision": "prec", "top1": "top-1 %",
+    cols = {"variant": "variant", "method": "pruning", "ratio": "ratio", "runtime": "runtime", "precision": "prec", "top1": "top-1 %",
             "drop": "drop", "sparsity": "sparsity %", "mmacs": "MMACs", "kib": "KiB", "ccz_kib": "ccz KiB"}
     for t in cfg.threads:
         cols |= {f"ms_b{small}_t{t}": f"ms b{small} t{t}", f"ci_b{small}_t{t}": f"95% CI t{t}"}
@@ -117,6 +117,7 @@ def _questions(frame: pd.DataFrame, cfg: Any) -> str:
                   if (rt, p) in dense.index]
         lines.append(f"- **Unstructured sparsity** (`{variant}`, {rows.sparsity.max():.0f}% zeros, same MACs): speed "
                      f"against dense: {'; '.join(ratios)}. Zeros still multiply: dense kernels do not skip them.")
+    lines += _depth_against_width(frame, lat)
     slower = []
     for runtime in dense.index.get_level_values(0).unique():
         if (runtime, "FP32") in dense.index and (runtime, "INT8") in dense.index:
@@ -130,6 +131,21 @@ def _questions(frame: pd.DataFrame, cfg: Any) -> str:
         lines.append(f"- **Threads**: median batch-{small} speedup from {t} to {t2} threads: "
                      + ", ".join(f"{k} {v:.2f}x" for k, v in gain.items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _depth_against_width(frame: pd.DataFrame, lat: str) -> list[str]:
+    """Blocks removed against channels removed: MACs and batch-1 latency on each variant's fastest runtime."""
+    if "method" not in frame.columns:
+        return []
+    best = frame.loc[frame.groupby("variant")[lat].idxmin()].set_index("variant")
+    dense = best[best.method == "none"]
+    if dense.empty or not {"blocks", "structured"} <= set(best.method):
+        return []
+    base = dense.iloc[0]
+    parts = [f"`{v}` ({r.method} {r.ratio:g}): {base.mmacs / r.mmacs:.2f}x fewer MACs, {base[lat] / r[lat]:.2f}x faster "
+             f"({r.runtime} {r.precision}), top-1 {r.top1:.2f}%" for v, r in best.iterrows() if r.method in ("blocks", "structured")]
+    return [f"- **Depth against width** (each variant's fastest batch-1 artifact against dense's, "
+            f"{base.runtime} {base.precision}): " + "; ".join(parts) + "."]
 
 
 def _figures(folder: Path, frame: pd.DataFrame, lat: str) -> None:
