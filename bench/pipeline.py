@@ -45,7 +45,7 @@ def sh(cmd: list[str], cwd: Path) -> Run:
     end = time.perf_counter()
     if proc.returncode:
         raise SystemExit(f"error: {' '.join(cmd)} failed with exit code {proc.returncode}")
-    ends = [t for _, t in marks[1:]] + [end]
+    ends = [t for _, t in marks[1:]] + [end] if marks else []
     return end - start, [n for n, _ in marks], {n: e - t for (n, t), e in zip(marks, ends, strict=True)}
 
 
