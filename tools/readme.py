@@ -33,7 +33,7 @@ def studies_table(root: Path) -> str:
     """One row per study folder (and per published study not configured yet): scales, command, finding."""
     names = sorted({p.parent.parent.name for p in root.glob("*/*/params.yaml")} | set(PUBLISHED),
                    key=lambda n: (n not in PUBLISHED, PUBLISHED.index(n) if n in PUBLISHED else 0, n))
-    rows = ["| study | scales | one command (`cpu` scale) | finding (from the committed results) |", "|---|---|---|---|"]
+    rows = ["| study | scales | one command (`cpu` scale where there is one) | finding (from the committed results) |", "|---|---|---|---|"]
     for name in names:
         scales = sorted((p.parent.name for p in (root / name).glob("*/params.yaml")),  # cpu, cpu-resnet56, ...
                         key=lambda s: (next((i for i, k in enumerate(SCALES[::-1]) if s.startswith(k)), 9), s))
