@@ -123,6 +123,34 @@ def test_deploy_comparisons_anchors_fronts_and_targets():
     assert goals["throughput_x_vs_ov_int8"] == pytest.approx(2.75) and goals["throughput_target_met"]
     assert goals["size_x_vs_fp32_file"] == pytest.approx(27.5) and goals["size_target_met"]
     assert targets(frame, DeployConfig(threads=(1,), max_drop=0.05), ref)["eligible"] == 1  # dense FP32 only
+    assert (goals["fastest_overall"], goals["fastest_overall_drop"]) == ("s70/openvino_int8", 5.0)
+    assert goals["fastest_overall_x_vs_ov_int8"] == pytest.approx(4.0)
+    from cnn_compress.studies.deploy_cpu.report import finding
+    assert finding(goals, ref).endswith("`s70/openvino_int8`, 4.00x dense OpenVINO INT8 at 5.00 points below dense FP32.")
+    none = targets(frame, DeployConfig(threads=(1,), max_drop=-1.0), ref)
+    assert finding(none, ref).startswith("no artifact stays within the accuracy budget. Fastest at any accuracy: `s70")
+
+
+def test_deploy_grid_cells_add_compiled_runners_only_for_named_formats(tmp_path, monkeypatch):
+    """`study.deploy_cpu.compile` adds torch.compile cells for the named quantize formats only, timed
+    from the format's own file; a variant without benchmark results is a one-line error."""
+    from cnn_compress.core.errors import UserError
+    from cnn_compress.studies.deploy_cpu import collect_cells
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "variants" / "v"
+    (root / "quantized").mkdir(parents=True)
+    rows = {name: {"top1": 1.0} for name in ("finetuned", "fp32", "int8_static", "onnx")}
+    (root / "benchmark.json").write_text(json.dumps({"artifacts": rows}))
+    (root / "quantized" / "manifest.json").write_text(json.dumps({"fp32": {"file": "fp32.pt"},
+                                                                  "int8_static": {"file": "int8_static.pt2"}}))
+    cells = {c.name: c for c in collect_cells(["v"], ("fp32",))}
+    assert set(cells) == {"finetuned", "int8_static", "fp32+compile"}  # onnx: no exported file, no cell
+    assert cells["fp32+compile"].compile and cells["fp32+compile"].path == Path("variants/v/quantized/fp32.pt")
+    assert not cells["int8_static"].compile and cells["fp32+compile"].key == "v/fp32+compile"
+    assert {c.name for c in collect_cells(["v"], ())} == {"finetuned", "int8_static"}
+    with pytest.raises(UserError, match="study: variant w has no benchmark results"):
+        collect_cells(["w"], ())
 
 
 def test_deploy_without_its_anchors_is_one_line():

@@ -147,7 +147,8 @@ def shape_checks(s: pd.DataFrame) -> dict[str, bool]:
         "size_unchanged_by_unstructured_pruning": bool((ft.size_MB - ft.size_MB.loc[0]).abs().max() <= 0.01 * ft.size_MB.loc[0]),
         "latency_flat_across_ratios": bool(ft.ms.max() <= 1.15 * ft.ms.min()),
         "dynamic_int8_keeps_accuracy": bool(abs(d50.top1 - ft.top1.loc[50]) <= 1.0),
-        "dynamic_int8_barely_smaller": bool(d50.size_MB >= 0.9 * ft.size_MB.loc[50]),
+        # published: 42.7314 -> 42.7288 MB (only the classifier is quantized); torchao's file is a little larger
+        "dynamic_int8_size_within_10pct": bool(abs(d50.size_MB / ft.size_MB.loc[50] - 1) <= 0.1),
         "true_compressed_size_falls_with_ratio": bool(ft.ccz_MB.is_monotonic_decreasing),  # ours: what sparse storage gives
     }
 
