@@ -22,12 +22,13 @@ from cnn_compress.train.config import FinetuneConfig
 def main() -> None:
     paths = variant_paths(__doc__)
     cfg, step_cfg = load_resolved(paths.config("prune"), PruneConfig, FinetuneConfig)
-    PRUNERS.check(cfg.method)  # a bad method fails before any loading
+    for p in cfg.passes():
+        PRUNERS.check(p.method)  # a bad method fails before any loading
     pruned, summary = prune_checkpoint(load_checkpoint(BASELINE), load_dataset(PREPARED), cfg, step_cfg)
     save_checkpoint(paths.pruned, pruned)
     atomic.write_json(paths.root / "prune.json", summary)
     atomic.write_csv(paths.root / "sparsity.csv", layer_sparsity(pruned.model))
-    print(f"{paths.name}: pruned ({cfg.method}, {cfg.scope}, ratio {summary['ratio']}): sparsity "
+    print(f"{paths.name}: pruned ({cfg.label()}, {cfg.scope}, ratio {summary['ratio']}): sparsity "
           f"{summary['sparsity']:.2f}%, {summary['params']} params, MACs x{summary['macs_ratio']:.3f}")
 
 

@@ -48,10 +48,13 @@ def test_unknown_quantize_format():
         parse_section(QuantizeConfig, {"formats": ["fp32", "int4"]})
 
 
-def test_onnx_and_ort_int8_agree_with_pytorch(pruned, tiny_dataset, tmp_path):
-    calib = calibration_batch(tiny_dataset, 4)
-    files = export_all(pruned, calib, tmp_path, ExportConfig())
-    checks = verify(pruned.model, files, tmp_path, tiny_dataset)
+def test_onnx_and_ort_int8_agree_with_pytorch(digits_checkpoint, digits_dataset, tmp_path):
+    """On the trained digits model (359 test images): the tiny one's 60 images at ~50% top-1 sit so close
+    to its decision boundaries that INT8 agreement moved 85-93% with the CPU's INT8 kernels (VNNI or not)."""
+    model = prune_model(copy.deepcopy(digits_checkpoint.model), PruneConfig(ratio=0.5))
+    pruned = digits_checkpoint.derive(model, "prune", {})
+    files = export_all(pruned, calibration_batch(digits_dataset, 4), tmp_path, ExportConfig())
+    checks = verify(pruned.model, files, tmp_path, digits_dataset)
     assert checks["onnx"]["top1_agreement"] == 100.0 and checks["onnx"]["max_abs_diff"] < 1e-3
     assert checks["ort_int8"]["top1_agreement"] >= 90.0
     # INT8 weights are a quarter of fp32; per-channel scales and QDQ nodes weigh a lot in a tiny net

@@ -113,7 +113,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
         return {coerce(k, key_type, key): coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin in (Union, types.UnionType):
-        for option in typing.get_args(hint):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        if len(real := [o for o in options if o is not type(None)]) == 1:  # X | None: X's own error
+            return coerce(value, real[0], key)
+        for option in options:
             try:
                 return coerce(value, option, key)
             except ConfigError:
@@ -125,7 +130,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         for k in value:
             require(k in fields, f"{key}.{k}", f"unknown key{_suggest(str(k), fields)}")
         nested = typing.get_type_hints(hint)
-        return hint(**{k: coerce(v, nested[k], f"{key}.{k}") for k, v in value.items()})
+        values = {k: coerce(v, nested[k], f"{key}.{k}") for k, v in value.items()}
+        return _checked(hint, values, key)
     if hint is type(None):
         require(value is None, key, f"must be null, got {value!r}")
         return None
@@ -143,6 +149,18 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         require(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value
     raise TypeError(f"{key}: unsupported field type {hint}")  # a bug in this module, not user input
+
+
+def _checked(cls: type, values: dict[str, Any], key: str) -> Any:
+    """Build a nested config; its own checks name their keys from its section (``prune.ratio``),
+    so renamed to where it sits (``prune.then.ratio``)."""
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        section, message = getattr(cls, "SECTION", ""), str(exc)
+        if section and key != section and message.startswith(f"{section}."):
+            raise ConfigError(key + message[len(section):]) from None
+        raise
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class PruneConfig:
     # the least sensitive layers pruned most; needs the sensitivity stage, resolved into layer_ratios)
     allocation: Literal["uniform", "sensitivity"] = "uniform"
     layer_ratios: dict[str, float] = field(default_factory=dict)  # layer name -> its own ratio (overrides scope)
+    # a second pass on what this one leaves (its own method, ratio, schedule), e.g. blocks then structured:
+    # fewer layers for batch 1, thinner ones for batch 64; passes chain (then.then ...)
+    then: PruneConfig | None = None
 
     def __post_init__(self) -> None:
         require(0 <= self.ratio < 1, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
@@ -51,3 +54,16 @@ class PruneConfig:
                 "prune.allocation", "per-layer ratios (allocation: sensitivity, layer_ratios) need method l1_unstructured")
         require(self.order == "before_quantize" or (self.allocation == "uniform" and not self.layer_ratios),
                 "prune.allocation", "per-layer ratios need order: before_quantize")
+        if self.then is not None:
+            require(self.order == "before_quantize" and self.then.order == "before_quantize", "prune.then",
+                    "chained passes prune before quantization (order: before_quantize in both)")
+            require(self.then.allocation == "uniform" and not self.then.layer_ratios, "prune.then.allocation",
+                    "per-layer ratios are resolved for the first pass only")
+
+    def passes(self) -> list[PruneConfig]:
+        """This pass and every chained one, in the order they run."""
+        return [self, *(self.then.passes() if self.then else [])]
+
+    def label(self) -> str:
+        """The method, with each chained pass's method and ratio: ``blocks+structured 0.3``."""
+        return "+".join([self.method] + [f"{p.method} {p.ratio:g}" for p in self.passes()[1:]])

@@ -14,6 +14,7 @@ from cnn_compress.models.zoo import count_macs, count_params, head_name
 from cnn_compress.prune.config import PruneConfig
 from cnn_compress.prune.pruning import (
     PRUNERS,
+    AfterStep,
     PruneContext,
     global_sparsity,
     prune_model,
@@ -32,14 +33,16 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     ``step_cfg``: the finetune settings trained between iterative steps (None: no training). With
     ``order: after_quantize`` the model passes through and the quantize stage prunes each artifact.
     """
-    PRUNERS.check(cfg.method)  # a bad method fails before any work
+    passes = cfg.passes()  # prune.then chains passes: each prunes what the one before left
+    for p in passes:
+        PRUNERS.check(p.method)  # a bad method fails before any work
     if cfg.allocation == "sensitivity" and not cfg.layer_ratios and cfg.order == "before_quantize":
         raise ConfigError("prune.allocation: sensitivity reached the prune stage unresolved; run the variants stage")
     setup_torch(step_cfg.seed if step_cfg else 0, step_cfg.threads if step_cfg else 2)
     images, labels = ds.split("train")
     pick = balanced_subset(labels, 8)  # traced on these; Taylor importance takes gradients on them
     held_out = None
-    if cfg.method == "blocks":  # blocks are ranked by their effect on validation images
+    if any(p.method == "blocks" for p in passes):  # blocks are ranked by their effect on validation images
         val_images, val_labels = ds.split("val")
         keep = balanced_subset(val_labels, 32)
         held_out = (normalize(val_images[keep], ds.mean, ds.std), val_labels[keep]) if len(keep) else None
@@ -48,15 +51,20 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
 
     teacher = load_teacher(step_cfg.distill, ds) if step_cfg is not None else None  # finetune.distill
 
-    def after_step(model: nn.Module, step: int) -> None:  # iterative schedules train between steps
-        if step_cfg is not None:
-            train_model(model, ds, dataclasses.replace(step_cfg, epochs=cfg.step_epochs), masks=sparsity_masks(model),
-                        teacher=teacher)
+    def between(epochs: int) -> AfterStep:  # iterative schedules train between steps
+        def after_step(model: nn.Module, step: int) -> None:
+            if step_cfg is not None and epochs:
+                train_model(model, ds, dataclasses.replace(step_cfg, epochs=epochs), masks=sparsity_masks(model),
+                            teacher=teacher)
+        return after_step
 
-    policy = structured_policy(ckpt.model) if cfg.method == "structured" else "all"
+    policy = structured_policy(ckpt.model) if any(p.method == "structured" for p in passes) else "all"
     if cfg.order == "after_quantize":
         policy, cfg = "deferred to quantize (prune.order: after_quantize)", dataclasses.replace(cfg, ratio=0.0)
-    model = prune_model(ckpt.model, cfg, ctx, after_step)
+        passes = [cfg]
+    model = ckpt.model
+    for p in passes:
+        model = prune_model(model, p, ctx, between(p.step_epochs))
     total, nonzero = count_params(model)
     macs = count_macs(model, ckpt.input_shape)
     summary = {"sparsity": global_sparsity(model), "params": total, "params_nonzero": nonzero, "macs": macs,

@@ -124,7 +124,8 @@ def resolve_variant(params: dict[str, Any], name: str, over: dict[str, dict[str,
         "prune": lambda: to_dict(prune), "finetune": lambda: to_dict(finetune), "quantize": quantize.as_dict,
         "export": lambda: to_dict(cfg["export"]), "benchmark": lambda: to_dict(cfg["benchmark"])}
     reads = {
-        "prune": ["prune"] + (["finetune"] if prune.schedule == "iterative" and prune.step_epochs else []),
+        "prune": ["prune"] + (["finetune"] if any(p.schedule == "iterative" and p.step_epochs
+                                                  for p in prune.passes()) else []),
         "finetune": ["finetune"],
         "quantize": ["quantize"] + (["finetune"] if quantize.trains() else [])
                     + (["prune"] if prune.order == "after_quantize" else []),

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 import torch
 
-from cnn_compress.core.config import require
+from cnn_compress.core.config import parse_section, require
 from cnn_compress.core.errors import UserError
 from cnn_compress.data.dataset import load_dataset
 from cnn_compress.measure.benchmark import (
@@ -33,6 +33,7 @@ from cnn_compress.measure.benchmark import (
     timing_inputs,
 )
 from cnn_compress.measure.config import BenchmarkConfig
+from cnn_compress.prune.config import PruneConfig
 from cnn_compress.runtimes.runners import load_runner
 from cnn_compress.studies.registry import StudyContext, register_study
 
@@ -265,10 +266,10 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
         timings[t], controls[t] = time_cells(cells, dense, cfg, ds, t, compiled)
         if cfg.peak:
             peaks[t] = measure_peaks(t)
-    prune = {v: (ctx.params.get("prune") or {}) | ((ctx.params["variants"][v] or {}).get("prune") or {})
-             for v in ctx.variants}
-    ratios = {v: float(p.get("ratio", 0.5)) for v, p in prune.items()}
-    methods = {v: str(p.get("method", "l1_unstructured")) for v, p in prune.items()}
+    prune = {v: parse_section(PruneConfig, (ctx.params.get("prune") or {})
+                              | ((ctx.params["variants"][v] or {}).get("prune") or {})) for v in ctx.variants}
+    ratios = {v: p.ratio for v, p in prune.items()}
+    methods = {v: p.label() for v, p in prune.items()}  # chained passes: blocks+structured 0.3
     frame = build_frame(cells, timings, peaks, cfg, ratios, methods)
     frame = add_finetune(frame, ctx.variants)
     ref = add_comparisons(frame, cfg)
