@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +61,33 @@ def set_variants(repo: Path, variants: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# The longest command a test starts, a study smoke's whole `dvc repro`, takes about 3.5 minutes here.
+COMMAND_TIMEOUT = float(os.environ.get("CNN_COMPRESS_TEST_COMMAND_TIMEOUT", 480))
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command with this interpreter's bin first on PATH (so ``python`` in dvc.yaml is ours)."""
+    """Run a command with this interpreter's bin first on PATH (so ``python`` in dvc.yaml is ours).
+
+    A command still running after ``COMMAND_TIMEOUT`` fails its test with the Python stacks of its
+    whole process group (dvc and the stage it runs): a hang costs minutes and says where it was,
+    instead of holding CI until its own limit with no word of which test or process."""
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                         "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGABRT)  # faulthandler prints each Python process's stacks, then it dies
+            try:
+                out, err = p.communicate(timeout=30)
+            finally:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+            raise AssertionError(f"{' '.join(cmd)} still running after {COMMAND_TIMEOUT:.0f} s:\n"
+                                 f"{out[-4000:]}\n{err[-12000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
