@@ -70,3 +70,23 @@ def test_a_variant_resolves_its_chain_and_reads_finetune_when_a_later_pass_train
     resolved = resolve_all(params)
     assert {"method": "structured", "ratio": 0.3}.items() <= resolved["deep"]["prune"]["prune"]["then"].items()
     assert "finetune" not in resolved["deep"]["prune"] and "finetune" in resolved["steps"]["prune"]
+
+
+def test_the_report_names_every_pass_of_a_chained_variant(tmp_path):
+    """reports/summary.csv's method column: the whole chain, not only the first pass's method."""
+    import json
+
+    from cnn_compress.report.tables import load_rows
+
+    row = {"runtime": "torch", "top1": 90.0, "sparsity": 0.0, "params_nonzero": 10, "macs": 2e6,
+           "size_bytes": 4096, "throughput_b8": 100.0}
+    (tmp_path / "baseline.json").write_text(json.dumps({"artifacts": {"baseline": row}}))
+    for variant, prune in {"deep": {"method": "blocks", "ratio": 0.6},
+                           "thin": {"method": "blocks", "ratio": 0.6, "then": {"method": "structured", "ratio": 0.3}}}.items():
+        (tmp_path / "v" / variant).mkdir(parents=True)
+        (tmp_path / "v" / variant / "benchmark.json").write_text(json.dumps({"variant": variant, "artifacts": {"fp32": row}}))
+        (tmp_path / "configs" / variant).mkdir(parents=True)
+        (tmp_path / "configs" / variant / "prune.json").write_text(json.dumps({"prune": prune}))
+    frame = load_rows(tmp_path / "baseline.json", sorted((tmp_path / "v").iterdir()), tmp_path / "configs")
+    assert dict(zip(frame.variant, frame.method, strict=True)) == {
+        "(trained)": "", "deep": "blocks", "thin": "blocks+structured 0.3"}

@@ -88,3 +88,14 @@ def test_entropy_calibration_is_refused_for_nncf(tiny_checkpoint, tiny_dataset, 
     with pytest.raises(UnsupportedFormatError, match="openvino_int8: NNCF quantization failed .NNCF has no 'entropy'"):
         export_all(tiny_checkpoint, calibration_batch(tiny_dataset, 1), tmp_path, cfg)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_nncf_draws_no_progress_bars_where_output_is_not_a_terminal(tiny_checkpoint, tiny_dataset, tmp_path, capfd):
+    """Stage logs: NNCF's rich bars ('Statistics collection ━━━ 100%') are for terminals only."""
+    import rich
+
+    cfg = ExportConfig(formats=("openvino_int8",))
+    export_all(tiny_checkpoint, calibration_batch(tiny_dataset, 2), tmp_path, cfg)
+    out, err = capfd.readouterr()
+    assert "━" not in out + err and "Statistics collection" not in out + err, out + err
+    assert not rich.get_console().quiet  # only for the quantization

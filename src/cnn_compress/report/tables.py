@@ -7,6 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from cnn_compress.core.config import parse_section
+from cnn_compress.prune.config import PruneConfig
+
 COLUMNS = {  # data-frame column -> markdown header
     "variant": "variant", "artifact": "artifact", "describe": "what", "runtime": "runtime", "top1": "top-1 %",
     "drop": "drop (pts)", "sparsity": "sparsity %", "params_nonzero": "nonzero params", "mmacs": "MMACs",
@@ -38,7 +41,12 @@ def _record(variant: str, name: str, row: dict[str, Any], prune: dict[str, Any])
             "ccz_kib": round(row.get("size_compressed_bytes", 0) / 1024, 1),
             "ms_b1": row.get("latency_ms_b1_median"), "p90_b1": row.get("latency_ms_b1_p90"),
             "throughput": row[tput], "throughput_batch": int(tput.removeprefix("throughput_b")),
-            "ratio": prune.get("ratio", 0.0), "method": prune.get("method", ""), "order": prune.get("order", "")}
+            "ratio": prune.get("ratio", 0.0), "method": _method(prune), "order": prune.get("order", "")}
+
+
+def _method(prune: dict[str, Any]) -> str:
+    """The pruning as the resolved config says, chained passes included (``blocks+structured 0.3``)."""
+    return parse_section(PruneConfig, prune).label() if prune else ""
 
 
 def pareto(frame: pd.DataFrame, x: str = "ccz_kib", y: str = "top1") -> pd.Series:

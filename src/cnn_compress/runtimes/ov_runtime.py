@@ -48,16 +48,20 @@ def convert(model: torch.nn.Module, example: torch.Tensor) -> Any:
 
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
-    """NNCF logs a line per step and draws progress bars; stage logs keep to what matters."""
+    """NNCF logs a line per step and draws rich progress bars: kept on a terminal, left out of logs
+    (rich prints a finished bar even where output is not a terminal)."""
     import nncf
+    import rich
 
-    logger = logging.getLogger("nncf")
-    level = logger.level
+    logger, console = logging.getLogger("nncf"), rich.get_console()  # NNCF's bars draw on rich's console
+    level, quiet = logger.level, console.quiet
     nncf.set_log_level(logging.ERROR)
+    console.quiet = quiet or not console.is_terminal
     try:
         yield
     finally:
         logger.setLevel(level)
+        console.quiet = quiet
 
 
 def quantize(ov_model: Any, calib: torch.Tensor, method: str = "minmax") -> Any:
