@@ -110,3 +110,35 @@ def test_not_a_compressed_file(tmp_path):
     (tmp_path / "x.ccz").write_bytes(b"nope")
     with pytest.raises(CheckpointError, match="not a cnn-compress compressed file"):
         decompress_tensors(tmp_path / "x.ccz")
+
+
+def test_small_tensors_cost_their_bytes_not_a_frame_each(tmp_path):
+    """A model's many batch-norm vectors: each stream is raw LZMA2, without the ~60-byte .xz frame
+    that made 130 small tensors of a 4-bit ResNet-56 cost 37 KB for 16 KB of values."""
+    rng = np.random.default_rng(0)
+    vectors = {f"bn{i}.{k}": rng.standard_normal(16).astype(np.float32)
+               for i in range(50) for k in ("weight", "bias", "running_mean", "running_var")}
+    size = compress_tensors(vectors, tmp_path / "bn.ccz")
+    raw = sum(v.nbytes for v in vectors.values())
+    # incompressible floats plus about 6 bytes each, mostly their header entry: no codebook of all-distinct
+    # values (it stored each value and a code for it: 26 bytes each) and no .xz frame (60 more each)
+    assert size < raw + 10 * len(vectors)
+    meta, streams = encode_tensor(vectors["bn0.weight"])
+    assert "codebook" not in meta and sum(map(len, streams)) <= vectors["bn0.weight"].nbytes + 8
+    assert all(_same(a, vectors[k]) for k, a in decompress_tensors(tmp_path / "bn.ccz").items())
+
+
+def test_ccz1_files_still_decode(tmp_path, monkeypatch):
+    """Files written before the raw streams (``CCZ1``, one .xz frame per stream) read back the same."""
+    import lzma
+
+    import cnn_compress.measure.compression as ccz
+
+    tensors = {"w": PER_CHANNEL_4BIT, "b": np.arange(7, dtype=np.float32)}
+    monkeypatch.setattr(ccz, "MAGIC", b"CCZ1")
+    monkeypatch.setattr(ccz, "_pack", lambda data: lzma.compress(data, preset=6))
+    compress_tensors(tensors, tmp_path / "old.ccz")
+    monkeypatch.undo()
+    assert (tmp_path / "old.ccz").read_bytes()[:4] == b"CCZ1"
+    back = decompress_tensors(tmp_path / "old.ccz")
+    assert _same(back["w"], tensors["w"]) and _same(back["b"], tensors["b"])

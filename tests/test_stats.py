@@ -100,6 +100,33 @@ def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
     assert rounds[:4] == ["a", "b", "b", "a"]  # the order rotates every round
 
 
+def test_burst_turns_warm_the_runner_and_time_calls_back_to_back():
+    """burst_ms: each turn is one untimed call, then timed calls until the burst is spent."""
+    from cnn_compress.measure.benchmark import Timed, time_interleaved
+    from cnn_compress.measure.config import BenchmarkConfig
+
+    calls = []
+
+    def runner(name, delay):
+        def predict(x):
+            calls.append(name)
+            time.sleep(delay)
+            return x
+        return predict
+
+    timed = {"fast": Timed(runner("fast", 0.001)), "slow": Timed(runner("slow", 0.03))}
+    time_interleaved(timed, {1: torch.zeros(1)}, BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=3, max_seconds=10),
+                     burst_ms=10.0)
+    fast, slow = timed["fast"].times[1], timed["slow"].times[1]
+    assert len(slow) == 3 and min(slow) >= 30.0  # a call longer than the burst: one timed call a turn
+    assert 3 * 5 <= len(fast) <= 3 * 11  # about 10 ms of 1 ms calls per turn
+    assert calls.count("slow") == 1 + 3 * 2  # warm-up, then an untimed and a timed call each turn
+    assert calls.count("fast") == 1 + 3 + len(fast)
+    turns = [name for i, name in enumerate(calls[2:]) if i == 0 or calls[2:][i - 1] != name]
+    # rounds fast|slow, slow|fast, fast|slow: round-robin, rotating (a name's turns across a round merge)
+    assert turns == ["fast", "slow", "fast", "slow"]
+
+
 def test_benchmark_times_a_control_twice(tiny_checkpoint, tiny_dataset, tmp_path):
     from cnn_compress.measure.benchmark import run_benchmark
     from cnn_compress.measure.config import BenchmarkConfig

@@ -96,11 +96,15 @@ def _one_call(predict: Predict, x: torch.Tensor, cuda: bool) -> float:
     return 1000.0 * (time.perf_counter() - start)
 
 
-def time_interleaved(timed: dict[str, Timed], inputs: dict[int, torch.Tensor], cfg: BenchmarkConfig) -> None:
+def time_interleaved(timed: dict[str, Timed], inputs: dict[int, torch.Tensor], cfg: BenchmarkConfig,
+                     burst_ms: float = 0.0) -> None:
     """Fill ``timed[*].times[bs]``: warm-up per runner, then ``cfg.repeats`` round-robin rounds.
 
     A runner stops once it has spent ``cfg.max_seconds`` at a batch size (keeping at least 3 runs),
-    so one very slow artifact (CPU FP16 at batch 64) cannot dominate the stage.
+    so one very slow artifact (CPU FP16 at batch 64) cannot dominate the stage. With ``burst_ms``
+    each turn is one untimed call, then timed calls back to back for at least that long: a model in
+    steady use. Without it a turn is one call straight after every other runner's, so it finds its
+    weights out of cache, by how much depending on which runners went before.
     """
     with torch.inference_mode():
         for bs, x in inputs.items():
@@ -111,9 +115,20 @@ def time_interleaved(timed: dict[str, Timed], inputs: dict[int, torch.Tensor], c
                 for key in keys[r % len(keys):] + keys[: r % len(keys)]:
                     if spent[key] > 1000.0 * cfg.max_seconds and len(timed[key].times[bs]) >= 3:
                         continue
-                    ms = _one_call(timed[key].predict, x, timed[key].cuda)
-                    timed[key].times[bs].append(ms)
-                    spent[key] += ms
+                    calls = _turn(timed[key], x, burst_ms)
+                    timed[key].times[bs].extend(calls)
+                    spent[key] += sum(calls)
+
+
+def _turn(t: Timed, x: torch.Tensor, burst_ms: float) -> list[float]:
+    """One runner's turn in a round: a single call, or an untimed one and then ``burst_ms`` of calls."""
+    if burst_ms <= 0:
+        return [_one_call(t.predict, x, t.cuda)]
+    t.predict(x)
+    calls = [_one_call(t.predict, x, t.cuda)]
+    while sum(calls) < burst_ms:
+        calls.append(_one_call(t.predict, x, t.cuda))
+    return calls
 
 
 def timing_row(times: dict[int, list[float]]) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class DeployConfig:
     max_drop: float = 1.0  # top-1 points an artifact may lose against dense FP32 to count for the targets
     peak: bool = True  # measure the runtime's FP32 / INT8 peak on a large convolution stack
     profile_runs: int = 50
+    # each artifact's turn in a round: an untimed call, then calls back to back for this long (0: one cold call)
+    burst_ms: float = 20.0
 
     def __post_init__(self) -> None:
         require(len(self.threads) > 0 and all(t >= 1 for t in self.threads), f"{self.SECTION}.threads", "must be >= 1")
@@ -66,6 +68,7 @@ class DeployConfig:
                 "must be >= 1")
         require(self.rounds >= 3, f"{self.SECTION}.rounds", "must be >= 3")
         require(self.max_seconds > 0, f"{self.SECTION}.max_seconds", "must be > 0")
+        require(self.burst_ms >= 0, f"{self.SECTION}.burst_ms", f"must be >= 0, got {self.burst_ms}")
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Cell:
     path: Path
     compile: bool
     stats: dict[str, Any]
+    runtime: str = ""
+    precision: str = ""
 
     @property
     def key(self) -> str:
@@ -92,13 +97,24 @@ def collect_cells(variants: list[str], compile: tuple[str, ...]) -> list[Cell]:
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"study: variant {variant} has no benchmark results ({exc})") from None
         files = {name: path for name, path, _ in collect_artifacts(Path("variants", variant))}
-        for name in GRID:
+        for name, (runtime, precision) in [*GRID.items(), *fixed_point_cells(variant).items()]:
             base = name.removesuffix("+compile")
             if name.endswith("+compile") and base not in compile:
                 continue
             if base in files and base in rows:
-                cells.append(Cell(variant, name, files[base], name.endswith("+compile"), rows[base]))
+                cells.append(Cell(variant, name, files[base], name.endswith("+compile"), rows[base], runtime, precision))
     return cells
+
+
+def fixed_point_cells(variant: str) -> dict[str, tuple[str, str]]:
+    """The variant's N-bit fixed-point artifacts (quantize manifest type ``fixed``): float weights on
+    an N-bit grid, run by torch eager; they are here for their true compressed size."""
+    try:
+        manifest = json.loads(Path("variants", variant, "quantized", "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: ("torch eager", f"{entry['mean_bits']:g}-bit W" + ("+A" if "w+a" in entry["describe"] else ""))
+            for name, entry in manifest.items() if entry.get("type") == "fixed"}
 
 
 def time_cells(cells: list[Cell], dense: Cell, cfg: DeployConfig, ds: Any, threads: int,
@@ -120,7 +136,7 @@ def time_cells(cells: list[Cell], dense: Cell, cfg: DeployConfig, ds: Any, threa
     timed["#control"] = Timed(load_runner(dense.path, threads).predict)
     bench = BenchmarkConfig(batch_sizes=cfg.batch_sizes, warmup=cfg.warmup, repeats=cfg.rounds,
                             max_seconds=cfg.max_seconds, threads=threads)
-    time_interleaved(timed, timing_inputs(ds, cfg.batch_sizes), bench)
+    time_interleaved(timed, timing_inputs(ds, cfg.batch_sizes), bench, cfg.burst_ms)
     control = control_check(dense.key, timed[dense.key].times, timed.pop("#control").times)
     return {k: t.times for k, t in timed.items()}, control
 
@@ -167,7 +183,7 @@ def build_frame(cells: list[Cell], timings: dict[int, dict], peaks: dict[int, di
     small, large = min(cfg.batch_sizes), max(cfg.batch_sizes)
     records = []
     for cell in cells:
-        runtime, precision = GRID[cell.name]
+        runtime, precision = cell.runtime, cell.precision
         s = cell.stats
         ratio = ratios.get(cell.variant, 0.0)
         rec = {"variant": cell.variant, "method": (methods or {}).get(cell.variant, "") if ratio else "none",
@@ -183,7 +199,8 @@ def build_frame(cells: list[Cell], timings: dict[int, dict], peaks: dict[int, di
                     f"ips_b{large}_t{t}": round(1000.0 * large / statistics.median(bl), 1)}
             if t in peaks:
                 achieved = s["macs"] * large / (statistics.median(bl) / 1000.0)
-                rec[f"peak_pct_t{t}"] = round(100.0 * achieved / peaks[t][precision], 1)
+                peak = peaks[t]["INT8" if precision == "INT8" else "FP32"]  # N-bit rows compute in FP32
+                rec[f"peak_pct_t{t}"] = round(100.0 * achieved / peak, 1)
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
