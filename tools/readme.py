@@ -19,7 +19,7 @@ STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
 PUBLISHED = ("pruning-fixed-point-resnet20", "structured-pruning-ptq-resnet18", "pruning-quantization-resnet18-vgg16",
              "approx-compression-resnet18-mobilenetv2", "mixed-precision-pruning-resnet18-imagenet")
 SCALES = ("paper", "cpu", "smoke")
-FINDING_SCALES = ("paper", "cpu")  # committed results (smoke runs are CI checks on tiny data)
+FINDING_SCALES = ("paper", "cpu")  # folders whose results are committed: paper*, cpu, cpu-chained... (smoke: CI checks)
 
 
 def _replace(readme: str, start: str, end: str, body: str) -> str:
@@ -27,6 +27,14 @@ def _replace(readme: str, start: str, end: str, body: str) -> str:
     if not pattern.search(readme):
         raise ValueError(f"README.md has no {start} ... {end} block")
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", readme)
+
+
+def _finding(results: Path) -> str | None:
+    """The ``**Finding.**`` line of a committed results.md, without its label."""
+    if not results.is_file():
+        return None
+    line = next((ln for ln in results.read_text().splitlines() if ln.startswith("**Finding.**")), None)
+    return line.removeprefix("**Finding.**").strip() if line else None
 
 
 def studies_table(root: Path) -> str:
@@ -40,10 +48,9 @@ def studies_table(root: Path) -> str:
         if not scales:
             rows.append(f"| {name} | - | - | not configured yet |")
             continue
-        found = next((s for s in FINDING_SCALES if (root / name / s / "results.md").is_file()), None)
-        line = next((ln for ln in (root / name / found / "results.md").read_text().splitlines()
-                     if ln.startswith("**Finding.**")), None) if found else None
-        finding = f"`{found}`: {line.removeprefix('**Finding.**').strip()}" if line else "no committed results yet"
+        findings = [f"`{s}`: {line}" for s in scales if s.startswith(FINDING_SCALES)
+                    if (line := _finding(root / name / s / "results.md"))]
+        finding = "<br>".join(findings) or "no committed results yet"
         cmd = f"`cd studies/{name}/{'cpu' if 'cpu' in scales else scales[0]} && dvc repro dvc.yaml`"
         rows.append(f"| [{name}](studies/{name}/README.md) | {', '.join(scales)} | {cmd} | {finding} |")
     return "\n".join(rows)
