@@ -142,3 +142,17 @@ def test_ccz1_files_still_decode(tmp_path, monkeypatch):
     assert (tmp_path / "old.ccz").read_bytes()[:4] == b"CCZ1"
     back = decompress_tensors(tmp_path / "old.ccz")
     assert _same(back["w"], tensors["w"]) and _same(back["b"], tensors["b"])
+
+
+def test_a_damaged_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "w.ccz"
+    compress_tensors({"w": PER_CHANNEL_4BIT}, path)
+    data = bytearray(path.read_bytes())
+    cut = tmp_path / "cut.ccz"
+    cut.write_bytes(bytes(data[: len(data) - 200]))  # truncated: the last stream ends early
+    with pytest.raises(CheckpointError, match="compressed file is damaged"):
+        decompress_tensors(cut)
+    data[8:12] = b"\xff\xff\xff\xff"  # the packed header overwritten
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        decompress_tensors(path)

@@ -79,11 +79,9 @@ def test_median_interval_is_the_binomial_order_statistics():
     assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few runs: the whole range
 
 
-def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
-    from cnn_compress.measure.benchmark import Timed, time_interleaved
-    from cnn_compress.measure.config import BenchmarkConfig
-
-    calls = []
+def _sleeping_runners(calls: list, delays: dict[str, float]) -> dict:
+    """Timed runners that log their name to ``calls`` and sleep ``delays[name]`` seconds per call."""
+    from cnn_compress.measure.benchmark import Timed
 
     def runner(name, delay):
         def predict(x):
@@ -92,7 +90,15 @@ def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
             return x
         return predict
 
-    timed = {"a": Timed(runner("a", 0.0)), "b": Timed(runner("b", 0.02))}
+    return {name: Timed(runner(name, delay)) for name, delay in delays.items()}
+
+
+def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
+    from cnn_compress.measure.benchmark import time_interleaved
+    from cnn_compress.measure.config import BenchmarkConfig
+
+    calls = []
+    timed = _sleeping_runners(calls, {"a": 0.0, "b": 0.02})
     time_interleaved(timed, {1: torch.zeros(1)}, BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=8, max_seconds=0.05))
     assert len(timed["a"].times[1]) == 8  # every round
     assert len(timed["b"].times[1]) == 3  # 20 ms calls: over its 50 ms budget after 3, the minimum kept
@@ -102,19 +108,11 @@ def test_interleaved_timing_rotates_the_order_and_bounds_slow_runners():
 
 def test_burst_turns_warm_the_runner_and_time_calls_back_to_back():
     """burst_ms: each turn is one untimed call, then timed calls until the burst is spent."""
-    from cnn_compress.measure.benchmark import Timed, time_interleaved
+    from cnn_compress.measure.benchmark import time_interleaved
     from cnn_compress.measure.config import BenchmarkConfig
 
     calls = []
-
-    def runner(name, delay):
-        def predict(x):
-            calls.append(name)
-            time.sleep(delay)
-            return x
-        return predict
-
-    timed = {"fast": Timed(runner("fast", 0.001)), "slow": Timed(runner("slow", 0.03))}
+    timed = _sleeping_runners(calls, {"fast": 0.001, "slow": 0.03})
     time_interleaved(timed, {1: torch.zeros(1)}, BenchmarkConfig(batch_sizes=(1,), warmup=1, repeats=3, max_seconds=10),
                      burst_ms=10.0)
     fast, slow = timed["fast"].times[1], timed["slow"].times[1]

@@ -417,3 +417,20 @@ def test_deploy_grid_compiles_every_model_of_one_architecture():
     finally:
         inductor.freezing, torch._dynamo.config.recompile_limit = freezing, limit
         torch._dynamo.reset()
+
+
+def test_fixed_point_artifacts_get_rows_named_by_their_width(tmp_path, monkeypatch):
+    """The deploy study's N-bit rows come from the quantize manifest: mean width, W or W+A."""
+    from cnn_compress.studies.deploy_cpu import fixed_point_cells
+
+    monkeypatch.chdir(tmp_path)
+    assert fixed_point_cells("v") == {}  # no quantize stage output: no rows, no error
+    folder = tmp_path / "variants/v/quantized"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({
+        "fp32": {"type": "fp32", "describe": "fp32"},
+        "w4": {"type": "fixed", "describe": "4-bit sym, per-tensor, weights only", "bits": 4, "mean_bits": 4.0},
+        "mixed": {"type": "fixed", "describe": "mixed 3-4-bit sym, per-channel, w+a", "bits": 4, "mean_bits": 3.5},
+        "old": {"type": "fixed", "describe": "fixed"}}))
+    assert fixed_point_cells("v") == {"w4": ("torch eager", "4-bit W"), "mixed": ("torch eager", "3.5-bit W+A"),
+                                      "old": ("torch eager", "N-bit W")}

@@ -213,7 +213,10 @@ def decompress_tensors(path: Path) -> dict[str, np.ndarray]:
         for length in entry["streams"]:
             streams.append(data[offset : offset + length])
             offset += length
-        out[entry["name"]] = decode_tensor(entry, streams, unpack)
+        try:
+            out[entry["name"]] = decode_tensor(entry, streams, unpack)
+        except (lzma.LZMAError, ValueError):
+            raise CheckpointError(f"{path}: compressed file is damaged (tensor {entry['name']!r})") from None
     return out
 
 

@@ -113,8 +113,13 @@ def fixed_point_cells(variant: str) -> dict[str, tuple[str, str]]:
         manifest = json.loads(Path("variants", variant, "quantized", "manifest.json").read_text())
     except (OSError, ValueError):
         return {}
-    return {name: ("torch eager", f"{entry['mean_bits']:g}-bit W" + ("+A" if "w+a" in entry["describe"] else ""))
-            for name, entry in manifest.items() if entry.get("type") == "fixed"}
+    cells = {}
+    for name, entry in manifest.items():
+        if entry.get("type") == "fixed":
+            bits = entry.get("mean_bits", entry.get("bits"))  # a manifest without them: still a row
+            width = f"{bits:g}-bit" if isinstance(bits, (int, float)) else "N-bit"
+            cells[name] = ("torch eager", f"{width} W" + ("+A" if "w+a" in entry.get("describe", "") else ""))
+    return cells
 
 
 def time_cells(cells: list[Cell], dense: Cell, cfg: DeployConfig, ds: Any, threads: int,
