@@ -29,7 +29,8 @@ def main() -> None:
     atomic.write_json(paths.root / "prune.json", summary)
     atomic.write_csv(paths.root / "sparsity.csv", layer_sparsity(pruned.model))
     print(f"{paths.name}: pruned ({cfg.label()}, {cfg.scope}, ratio {summary['ratio']}): sparsity "
-          f"{summary['sparsity']:.2f}%, {summary['params']} params, MACs x{summary['macs_ratio']:.3f}")
+          f"{summary['sparsity']:.2f}%, {summary['params_nonzero']:,} of {summary['params']:,} params nonzero "
+          f"(mparams_nz {summary['params_nonzero'] / 1e6:.4f}), MACs x{summary['macs_ratio']:.3f}")
 
 
 if __name__ == "__main__":

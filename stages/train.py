@@ -12,7 +12,8 @@ from cnn_compress.data.dataset import load_dataset
 from cnn_compress.data.sources import file_digest
 from cnn_compress.models.checkpoint import Checkpoint, load_pretrained, save_checkpoint
 from cnn_compress.models.config import ModelConfig
-from cnn_compress.models.zoo import build_model, head_name
+from cnn_compress.models.user import check_io, check_tracked, is_import_path
+from cnn_compress.models.zoo import build_model, head_names
 from cnn_compress.train.config import TrainConfig
 from cnn_compress.train.loop import evaluate, freeze, is_writer, setup_torch, train_model, world_size
 
@@ -26,16 +27,21 @@ def main() -> None:
     setup_torch(cfg.seed, cfg.threads)
     args = model_cfg.arch_args(ds.num_classes)
     model = build_model(model_cfg.arch, **args)
+    input_shape = tuple(ds.images.shape[1:])
+    if is_import_path(model_cfg.arch):  # your own model: it must fit the data, and its code be a dependency
+        check_io(model, model_cfg.arch, input_shape, ds.num_classes)
+        check_tracked(model_cfg.arch)
     config = {"model": to_dict(model_cfg), "train": to_dict(cfg)}
     if model_cfg.pretrained:
-        load_pretrained(model, model_cfg.pretrained, head_name(model_cfg.arch), model_cfg.reset_head)
+        heads = head_names(model_cfg.arch, model, input_shape, ds.num_classes)
+        load_pretrained(model, model_cfg.pretrained, heads, model_cfg.reset_head)
         config["pretrained_sha256"] = file_digest(model_cfg.pretrained)
     frozen = freeze(model, model_cfg.freeze)
     history = train_model(model, ds, cfg, resume="models/baseline.pt")  # under torchrun: DistributedDataParallel, one shard per rank
     if not is_writer():
         return
     ckpt = Checkpoint(model, model_cfg.arch, args, ds.class_names, ds.mean, ds.std,
-                      tuple(ds.images.shape[1:]), history=[{"stage": "train", "config": config}])
+                      input_shape, history=[{"stage": "train", "config": config}])
     save_checkpoint("models/baseline.pt", ckpt)
     test = evaluate(model, ds, "test")
     atomic.write_json("metrics/train.json", {"top1": round(test["top1"], 2), "top5": round(test["top5"], 2)})

@@ -5,6 +5,10 @@ sensitivity/sensitivity.json (per-layer measurements, for `allocation: sensitivi
 Writes: configs/<variant>/{prune,finetune,quantize,export,benchmark}.json, each holding exactly
 the sections that stage reads for that variant. Variant stages depend on these files, so an edit
 re-runs only the variants (and stages) whose resolved settings changed.
+
+It depends on the whole params file, so any edit runs it: a misspelt section (`prun:`) fails here at
+once, and so does an export format this machine cannot build (TensorRT without a GPU). An edit that
+changes no resolved setting rewrites the same bytes, and nothing downstream re-runs.
 """
 import json
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 from cnn_compress.core.config import read_params
 from cnn_compress.core.errors import ConfigError, cli
 from cnn_compress.core.stage import parse_args
-from cnn_compress.variants.resolve import resolve_all, variant_overrides, write_configs
+from cnn_compress.variants.resolve import check_machine, resolve_all, variant_overrides, write_configs
 
 SENSITIVITY = Path("sensitivity/sensitivity.json")
 
@@ -33,6 +37,7 @@ def main() -> None:
     params = read_params()
     table = read_table(SENSITIVITY) if SENSITIVITY.is_file() else {"layers": []}
     resolved = resolve_all(params, table)
+    check_machine(params, resolved)  # a TensorRT export without TensorRT fails here, before any variant runs
     write_configs(resolved)
     for name, over in variant_overrides(params).items():
         keys = [f"{s}.{k}" for s, section in over.items() for k in section]

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Before torch loads OpenMP (and inherited by every dvc and stage process a test starts): the
@@ -38,6 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 0 if slow and "smoke" in item.name else 1 if slow else 2
 
     items.sort(key=weight)
+    # One test that needs the shared `reproduced` project third, so that its worker builds it between
+    # two smokes: left until after the smokes, both workers could reach it together, one of them idle
+    # on the lock for the whole build (~1 min of a core).
+    first = next((i for i, item in enumerate(items) if "reproduced" in getattr(item, "fixturenames", ())), None)
+    if first is not None and first > 2:
+        items.insert(2, items.pop(first))
 
 
 # Tiny but real: the default pipeline's stage code on 30 digits per class and a ResNet-8.
@@ -123,41 +130,106 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     set_params(dest, TINY_PARAMS | (params or {}))
     git("init", "-q", "-b", "main", cwd=dest)
     dvc("init", "-q", cwd=dest)
-    dvc("config", "core.analytics", "false", cwd=dest)
+    with open(dest / ".dvc/config", "a") as config:  # what `dvc config core.analytics false` writes, without
+        config.write("[core]\n    analytics = false\n")  # starting dvc again (~2 s a project)
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "init", cwd=dest)
     return dest
 
 
-@pytest.fixture(scope="session")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny project reproduced from scratch and committed, once per test run, with the output of
-    that ``dvc repro``. Tests read it; a test that changes anything works on ``copy_project``.
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this test run sees (the workers' temp folders share a parent)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return tmp_path_factory.getbasetemp().parent
+    path = tmp_path_factory.getbasetemp() / "shared"  # one process: its own temp folder
+    path.mkdir(exist_ok=True)
+    return path
 
-    Built once for all xdist workers (the first to need it builds, the others wait on a file lock):
-    a per-worker session fixture built it twice, ~50 s of both cores. xdist_group cannot pin these
-    tests to one worker any more: pytest 9.2 no longer reads the node id xdist 3.8 rewrites."""
-    in_worker = "PYTEST_XDIST_WORKER" in os.environ  # the workers' temp folders share a parent; one process has none
-    shared = tmp_path_factory.getbasetemp().parent if in_worker else tmp_path_factory.mktemp("shared")
-    repo, log = shared / "reproduced", shared / "reproduced.out"
-    with open(shared / "reproduced.lock", "w") as lock:
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], str]) -> tuple[Path, str]:
+    """``build(folder)`` run once per test run for all xdist workers, returning the folder and what
+    ``build`` returned: the first worker to need it builds, the others wait on a file lock (a
+    per-worker session fixture built it twice). xdist_group cannot pin the tests to one worker:
+    pytest 9.2 no longer reads the node id xdist 3.8 rewrites."""
+    shared = shared_dir(tmp_path_factory)
+    folder, log = shared / name, shared / f"{name}.out"
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not log.exists():
-            building = shared / "reproduced.building"
+            building = shared / f"{name}.building"
             shutil.rmtree(building, ignore_errors=True)  # a build that failed in another worker
-            make_project(building)
-            out = dvc("repro", cwd=building).stdout
-            git("add", "-A", cwd=building)
-            git("commit", "-qm", "reproduced", cwd=building)
-            building.rename(repo)
+            building.mkdir()
+            out = build(building)
+            building.rename(folder)
             log.write_text(out)
-    return repo, log.read_text()
+    return folder, log.read_text()
+
+
+def use_cache(dvc_dir: Path, cache: Path) -> None:
+    """Point a DVC project (its ``.dvc`` folder) at ``cache``, as ``dvc cache dir --local`` does:
+    config.local is git-ignored, so the project's commits and ``git status`` do not change."""
+    with open(dvc_dir / "config.local", "a") as config:
+        config.write(f"[cache]\n    dir = {cache}\n")
+
+
+@pytest.fixture(scope="session")
+def dvc_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One DVC cache (objects and run-cache) for this whole test run, all workers. A project pointed
+    at it (``use_cache``) restores a stage that another test already ran with the same command, deps
+    and params instead of running it again (dvc prints "Stage '...' is cached - skipping run"), so
+    only a test that needs a stage to *run* must keep its own cache. Concurrent use is safe: DVC
+    writes each object and run-cache entry to a temporary file and renames it."""
+    path = shared_dir(tmp_path_factory) / "dvc-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _reproduce(repo: Path) -> str:
+    make_project(repo)
+    out = dvc("repro", cwd=repo).stdout
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "reproduced", cwd=repo)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny project reproduced from scratch and committed, once per test run (all workers), with
+    the output of that ``dvc repro``. Tests read it; a test that changes anything works on ``copy_project``."""
+    return build_once(tmp_path_factory, "reproduced", _reproduce)
 
 
 def copy_project(src: Path, dest: Path) -> Path:
     """A copy with its git history, DVC cache and run-cache: what a clone + ``dvc pull`` gives."""
     shutil.copytree(src, dest, symlinks=True)
     return dest
+
+
+def _merge_cache(src: Path, dest: Path) -> None:
+    """Add ``src``'s objects and run-cache entries missing from ``dest``, each file whole or not at all
+    (written beside its place and renamed): other workers' dvc may be reading ``dest`` meanwhile."""
+    for path in src.rglob("*"):
+        target = dest / path.relative_to(src)
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(f".{target.name}.{os.getpid()}.part")
+            shutil.copy2(path, part)
+            os.replace(part, target)
+
+
+@pytest.fixture()
+def cached_project(tmp_path: Path, dvc_cache: Path, reproduced: tuple[Path, str]) -> Path:
+    """A fresh tiny project (``make_project``: nothing reproduced yet) on the run's shared DVC cache,
+    which holds ``reproduced``'s outputs and run-cache: its first ``dvc repro`` restores every stage
+    ("Stage '...' is cached - skipping run") in seconds, and runs only what the test changed."""
+    with open(dvc_cache.parent / f"{dvc_cache.name}.seed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (seeded := dvc_cache.parent / f"{dvc_cache.name}.seeded").exists():
+            _merge_cache(reproduced[0] / ".dvc/cache", dvc_cache)
+            seeded.touch()
+    repo = make_project(tmp_path / "repo")
+    use_cache(repo / ".dvc", dvc_cache)
+    return repo
 
 
 @pytest.fixture(scope="session")
@@ -179,10 +251,25 @@ def _resnet8(ds, epochs: int, batch_size: int):
     return Checkpoint(model, "resnet8", args, ds.class_names, ds.mean, ds.std, tuple(ds.images.shape[1:]))
 
 
+def _shared_resnet8(tmp_path_factory: pytest.TempPathFactory, name: str, ds, epochs: int, batch_size: int):
+    """``_resnet8`` trained once for all xdist workers (each trained its own, the same bytes) and read
+    back from its file: a fixed-seed run, so every worker gets the weights it would have trained."""
+    from cnn_compress.models.checkpoint import load_checkpoint, save_checkpoint
+    from cnn_compress.train.loop import setup_torch
+
+    def build(folder: Path) -> str:
+        save_checkpoint(folder / "model.pt", _resnet8(ds, epochs, batch_size))
+        return ""
+
+    folder, _ = build_once(tmp_path_factory, name, build)
+    setup_torch(0, 2)  # as after training it here: two threads, and a seeded generator in every worker
+    return load_checkpoint(folder / "model.pt")
+
+
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_dataset):
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset):
     """A ResNet-8 trained for 10 short epochs on the tiny digits (fast, and better than chance)."""
-    return _resnet8(tiny_dataset, epochs=10, batch_size=32)
+    return _shared_resnet8(tmp_path_factory, "tiny_checkpoint", tiny_dataset, epochs=10, batch_size=32)
 
 
 @pytest.fixture(scope="session")
@@ -192,10 +279,10 @@ def digits_dataset(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def digits_checkpoint(digits_dataset):
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory, digits_dataset):
     """A ResNet-8 (width 8) trained 8 epochs on the default data: ~90% top-1 in a few seconds,
     the reference that accuracy-tolerance tests compare quantized variants against."""
-    return _resnet8(digits_dataset, epochs=8, batch_size=64)
+    return _shared_resnet8(tmp_path_factory, "digits_checkpoint", digits_dataset, epochs=8, batch_size=64)
 
 
 @pytest.fixture()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnn_compress.core.errors import CheckpointError
-from cnn_compress.models.checkpoint import load_checkpoint, save_checkpoint
+from cnn_compress.models.checkpoint import load_checkpoint, payload_digest, save_checkpoint
 
 
 def test_round_trip_is_self_describing(tiny_checkpoint, tmp_path):
@@ -39,6 +39,7 @@ def test_weights_that_do_not_fit(tiny_checkpoint, tmp_path):
     save_checkpoint(tmp_path / "m.pt", tiny_checkpoint)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["arch"] = "resnet20"
+    payload["digest"] = payload_digest(payload)  # a consistent file, not a damaged one
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="weights do not fit resnet20"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -6,7 +6,7 @@ import torch
 
 from cnn_compress.core.errors import CheckpointError, ConfigError
 from cnn_compress.models.blocks import RemovedBlock, removable_blocks, removed_blocks
-from cnn_compress.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cnn_compress.models.checkpoint import Checkpoint, load_checkpoint, payload_digest, save_checkpoint
 from cnn_compress.models.zoo import build_model, count_macs, count_params
 from cnn_compress.prune.config import PruneConfig
 from cnn_compress.prune.pruning import PruneContext, prune_model
@@ -77,6 +77,7 @@ def test_a_checkpoint_naming_a_block_the_network_lacks_is_one_line(tmp_path):
     save_checkpoint(tmp_path / "p.pt", _checkpoint(build_model("resnet20")))
     payload = torch.load(tmp_path / "p.pt", weights_only=True)
     payload["removed_blocks"] = ["layer9.0"]
+    payload["digest"] = payload_digest(payload)  # a consistent file, not a damaged one
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="removed block 'layer9.0'"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -99,3 +99,32 @@ def test_nncf_draws_no_progress_bars_where_output_is_not_a_terminal(tiny_checkpo
     out, err = capfd.readouterr()
     assert "━" not in out + err and "Statistics collection" not in out + err, out + err
     assert not rich.get_console().quiet  # only for the quantization
+
+
+def test_ir_runs_static_per_batch_size_and_benchmark_app_cross_checks(exported, tiny_dataset):
+    """The anchor as OpenVINO recommends it: one static-shape compile per batch size met, each
+    agreeing with the dynamic IR; OpenVINO's own benchmark_app times the same file."""
+    from cnn_compress.runtimes import ov_runtime
+
+    _, _, out = exported
+    static = ov_runtime.StaticShapes(out / "openvino_fp32.xml", threads=1)
+    x = torch.randn(5, *tiny_dataset.images.shape[1:])
+    full, one = static(x), static(x[:1])
+    assert set(static.requests) == {(5, *x.shape[1:]), (1, *x.shape[1:])}
+    for request in static.requests.values():  # compiled static, not with a dynamic batch axis
+        assert request.get_compiled_model().input(0).get_partial_shape().is_static
+    assert torch.allclose(full[:1], one, atol=1e-5)
+    dynamic = load_runner(out / "openvino_fp32.xml").predict(x)
+    assert torch.allclose(full, dynamic, atol=1e-4)
+    figures = ov_runtime.benchmark_app(out / "openvino_int8.xml", batch=1, threads=1, seconds=1)
+    assert 0 < figures["ms_median"] < 1000 and figures["ips"] > 0
+
+
+def test_benchmark_app_report_lines_parse_in_us_and_ms_and_refuse_garbage():
+    from cnn_compress.runtimes.ov_runtime import benchmark_app_figures
+
+    log = "[ INFO ] Latency:\n[ INFO ]    Median:        140.41 us\n[ INFO ] Throughput:   2805.09 FPS\n"
+    assert benchmark_app_figures(log) == {"ms_median": pytest.approx(0.14041), "ips": 2805.09}
+    assert benchmark_app_figures(log.replace("140.41 us", "2.50 ms"))["ms_median"] == 2.5
+    with pytest.raises(ValueError):
+        benchmark_app_figures("[ ERROR ] Exception from src/inference")

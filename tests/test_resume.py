@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import dvc, make_project, set_params
+from conftest import copy_project, dvc, make_project, set_params
 
 from cnn_compress.models.zoo import build_model
 from cnn_compress.prune.pruning import sparsity_masks
@@ -125,8 +125,8 @@ def test_resume_can_be_turned_off(tiny_dataset, tmp_path, monkeypatch):
 def test_dvc_repro_killed_mid_training_continues_to_the_same_checkpoint(tmp_path):
     """SIGKILL a real ``dvc repro`` while the train stage runs, run it again: same bytes as a run
     that was never interrupted, and only the epochs after the last saved one are trained again."""
-    params = {"train": {"epochs": 30}}
-    whole, killed = (make_project(tmp_path / name, params) for name in ("whole", "killed"))
+    whole = make_project(tmp_path / "whole", {"train": {"epochs": 30}})
+    killed = copy_project(whole, tmp_path / "killed")  # the same fresh project: one git + dvc init fewer
     dvc("repro", "train", cwd=whole)
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=killed, env=env,

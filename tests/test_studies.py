@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, dvc, git, make_project
+from conftest import ROOT, build_once, dvc, git, make_project, use_cache
 
 from cnn_compress.core.config import load_section, parse_section, read_params
 from cnn_compress.data.config import DataConfig
@@ -24,20 +24,31 @@ pytest.importorskip("openvino", reason="the deploy study times OpenVINO (the ope
 GRID_ROWS = {(rt, p) for rt in ("torch eager", "ONNX Runtime", "OpenVINO") for p in ("FP32", "INT8")}
 
 
-def study_project(tmp_path: Path) -> Path:
+def _study_base(repo: Path) -> str:
     """The repository's pipeline plus its studies/ DVC project, in a fresh git repo."""
-    repo = make_project(tmp_path / "repo")
+    make_project(repo)
     shutil.copytree(ROOT / "studies", repo / "studies", symlinks=True,
                     ignore=shutil.ignore_patterns("data", "models", "variants", "configs", "metrics", "plots",
                                                   "reports", "figures", "dvc.lock", "results.*", "tmp", "cache"))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "studies", cwd=repo)
+    return ""
+
+
+@pytest.fixture()
+def study_project(tmp_path_factory, tmp_path, dvc_cache) -> Path:
+    """A copy of the repository with its studies/ project (built once per test run), whose DVC cache is
+    the run's shared one: the smokes with the same data, model and training (and benchmark and
+    sensitivity settings) train once between them, the others restore those stages from the run-cache."""
+    base, _ = build_once(tmp_path_factory, "study-base", _study_base)
+    repo = shutil.copytree(base, tmp_path / "repo", symlinks=True)
+    use_cache(repo / "studies/.dvc", dvc_cache)
     return repo
 
 
 @pytest.mark.slow
-def test_deploy_study_smoke_writes_every_table(tmp_path):
-    repo = study_project(tmp_path)
+def test_deploy_study_smoke_writes_every_table(study_project):
+    repo = study_project
     folder = repo / "studies/deploy-cpu/smoke"
     assert "study@" not in dvc("stage", "list", cwd=repo).stdout  # the root pipeline has no study stage
     out = dvc("repro", "dvc.yaml", cwd=folder).stdout
@@ -45,8 +56,11 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     assert not (repo / "variants").exists()  # everything landed in the study folder
     text = (folder / "results.md").read_text()
     for heading in ("## Every artifact", "## Targets", "## Timing control", "## Peak and where the time goes",
-                    "## The usual questions"):
+                    "## The usual questions", "## Protocol: selection split, reference, anchors",
+                    "## Cross-check with OpenVINO's benchmark_app"):
         assert heading in text, heading
+    assert "made on `select`" in text and "**Reference.** `dense` got at least the fine-tuning budget" in text
+    assert re.search(r"\| dense/openvino_int8 +\| dense anchor +\|", text)  # benchmark_app beside the harness
     frame = pd.read_csv(folder / "results.csv")
     params = yaml.safe_load((folder / "params.yaml").read_text())
     for variant in params["variants"]:
@@ -66,7 +80,9 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     assert (depth.method == "blocks").all() and (depth.mmacs < frame.loc[frame.variant == "dense", "mmacs"].max()).all()
     assert "Depth against width** " in text and "`d50` (blocks 0.5)" in text
     metrics = json.loads((folder / "metrics/study.json").read_text())
-    assert {"dense_top1", "latency_target_met", "size_target_met", "controls_agree"} <= set(metrics)
+    assert {"dense_top1", "latency_target_met", "size_target_met", "controls_agree", "cross_check_agree"} <= set(metrics)
+    assert (metrics["choice_split"], metrics["report_split"], metrics["reference_equal_budget"]) == ("select", "report", True)
+    assert {"top1_select", "drop_select"} <= set(frame.columns)
     assert (folder / "figures/pareto_latency.png").stat().st_size > 1000
     shown = json.loads(dvc("metrics", "show", "-R", "metrics", "--json", cwd=folder).stdout)  # as studies/README.md says
     listed = {path for rev in shown.values() for path in rev["data"]}
@@ -79,16 +95,20 @@ def test_deploy_study_smoke_writes_every_table(tmp_path):
     assert "up to date" in again or not re.findall(r"Running stage", again)
 
 
-def test_every_study_scale_validates_and_plans(tmp_path):
+def test_every_study_scale_validates_and_plans(study_project):
     """Each scale's params parse (the study's own section too) and dvc lists and plans every stage."""
-    repo = study_project(tmp_path)
+    repo = study_project
     folders = sorted(p.parent for p in (repo / "studies").glob("*/*/params.yaml"))
     assert folders
-    for folder in folders:
+    # `dvc repro --dry` needs upstream outputs to exist; status plans a fresh folder: every stage listed
+    # as changed. One dvc for every folder (each named by its dvc.yaml), not one per folder (~2 s each).
+    targets = [str(folder.relative_to(repo / "studies") / "dvc.yaml") for folder in folders]
+    plan = json.loads(dvc("status", "--json", *targets, cwd=repo / "studies").stdout)
+    stage_params = {p for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+                    for p in (stage.get("do", stage).get("params") or []) if isinstance(p, str)}  # not `file: keys`
+    for folder, target in zip(folders, targets, strict=True):
         assert (folder / "dvc.yaml").is_symlink() and (folder / "dvc.yaml").resolve() == (repo / "dvc.yaml").resolve()
         params = read_params(folder / "params.yaml")
-        stage_params = {p for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
-                        for p in (stage.get("do", stage).get("params") or [])}
         assert stage_params <= set(params), (folder, stage_params - set(params))  # dvc repro needs every one
         for cls in (DataConfig, ModelConfig, TrainConfig):
             load_section(cls, params)
@@ -96,10 +116,8 @@ def test_every_study_scale_validates_and_plans(tmp_path):
         for name, settings in params["study"].items():
             load(name)
             parse_section(STUDIES.meta(name)["config"], settings)
-        # `dvc repro --dry` needs upstream outputs to exist; status plans a fresh folder: every stage
-        plan = dvc("status", "dvc.yaml", cwd=folder).stdout  # a fresh folder: every stage listed as changed
         for name in [*(f"study@{n}" for n in params["study"]), "train", *(f"finetune@{v}" for v in params["variants"])]:
-            assert f"{name}:" in plan, (folder, name)
+            assert f"{target}:{name}" in plan, (folder, name)
 
 
 def _frame(rows):
@@ -216,14 +234,14 @@ def test_bad_study_params_stop_with_one_line(tmp_path, study, message):
 SHARED = Path(os.environ.get("CNN_COMPRESS_SHARED", ROOT.parent / "shared"))
 
 
-def run_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study: str) -> tuple[Path, pd.DataFrame, dict]:
+def run_smoke(repo: Path, monkeypatch: pytest.MonkeyPatch, study: str) -> tuple[Path, pd.DataFrame, dict]:
     """Run ``studies/<study>/smoke`` through dvc in a fresh copy of the repository; returns its
     folder, its results.csv and the published study (skips without ../shared)."""
     source = SHARED / f"studies/{study}.yaml"
     if not source.is_file():
         pytest.skip(f"needs ../shared (or CNN_COMPRESS_SHARED): {SHARED} has no studies/")
     monkeypatch.setenv("CNN_COMPRESS_SHARED", str(SHARED))  # the copied repository has no ../shared beside it
-    folder = study_project(tmp_path) / f"studies/{study}/smoke"
+    folder = repo / f"studies/{study}/smoke"
     out = dvc("repro", "dvc.yaml", cwd=folder).stdout
     section = yaml.safe_load((folder / "params.yaml").read_text())["study"]
     assert all(f"Running stage 'study@{name}'" in out for name in section)
@@ -231,10 +249,10 @@ def run_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study: str) -> tu
 
 
 @pytest.mark.slow
-def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+def test_fixed_point_study_smoke_produces_every_published_table(study_project, monkeypatch):
     """The smoke scale of study 004 writes each published table with the published rows and columns
     beside ours (structure only: tiny data says nothing about the figures)."""
-    folder, frame, study = run_smoke(tmp_path, monkeypatch, "pruning-fixed-point-resnet20")
+    folder, frame, study = run_smoke(study_project, monkeypatch, "pruning-fixed-point-resnet20")
     published = {t["id"]: t for t in study["tables"]}
     for table_id in ("pruning_finetune", "quant_no_finetune", "asym_quant_finetune", "pruned_then_quantized"):
         ours = frame[frame.table == table_id]
@@ -250,14 +268,15 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
         assert shown == source, table_id  # the published figures, transcribed unchanged (in percent)
         assert ours[ours.column.str.endswith(" ours")].value.notna().all(), table_id
     text = (folder / "results.md").read_text()
-    for heading in ("(`pruning_finetune`)", "(`quant_no_finetune`)", "(`asym_quant_finetune`)",
-                    "(`pruned_then_quantized`)", "## Which fixed-point setting", "## The published shape"):
+    for heading in ("(`pruning_finetune`", "(`quant_no_finetune`", "(`asym_quant_finetune`",
+                    "(`pruned_then_quantized`", "## Which fixed-point setting", "## Published claims, checked"):
         assert heading in text, heading
     ablation = frame[frame.table == "ablation"]
     params = yaml.safe_load((folder / "params.yaml").read_text())["study"]["pruning_fixed_point_resnet20"]
     assert set(ablation.row) == {"published", *params["settings"]}
     metrics = json.loads((folder / "metrics/study.json").read_text())
-    assert {"baseline_top1", "asym_ge_sym_at_4_bits_and_below", "collapse_at_2_bits_without_ft", "closest_setting"} <= set(metrics)
+    assert {"baseline_top1", "asym_above_sym_at_4_and_3_bits", "collapse_at_2_bits_without_ft", "closest_setting"} <= set(metrics)
+    assert "ResNet-8 (width 8) standing in for ResNet-20" in text.split("**Finding.**")[1].splitlines()[0]
     kd = frame[frame.table == "distillation"].pivot(index="row", columns="column", values="value")
     assert set(kd.index) == {"q3_asym", "q2_asym", "sparse80", "sparse80_q4_asym"}
     gains = kd.distilled.astype(float) - kd.plain.astype(float)
@@ -281,10 +300,10 @@ def test_fixed_point_study_smoke_produces_every_published_table(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+def test_structured_pruning_ptq_study_smoke_produces_every_published_table(study_project, monkeypatch):
     """Study 001 at smoke scale: every published table with its rows and columns beside ours, the
     published figures unchanged, latencies timed for every format row the folder built."""
-    folder, frame, source = run_smoke(tmp_path, monkeypatch, "structured-pruning-ptq-resnet18")
+    folder, frame, source = run_smoke(study_project, monkeypatch, "structured-pruning-ptq-resnet18")
     for table in source["tables"]:
         ours = frame[frame.table == table["id"]]
         keys = [c for c in table["columns"] if c in ("prune_pct", "format", "model", "training_precision")][:2]
@@ -304,7 +323,7 @@ def test_structured_pruning_ptq_study_smoke_produces_every_published_table(tmp_p
     assert set(amp.index) == {"AMP", "FP32"} and amp["test_acc_pct ours"].notna().all()
     assert list(amp.loc[["AMP", "FP32"], "amp"]) == ["bf16", "off"] and float(amp.loc["FP32", "speed_vs_fp32"]) == 1
     text = (folder / "results.md").read_text()
-    assert "## The published shape" in text and "**Finding.**" in text
+    assert "## Published claims, checked" in text and "**Finding.** ResNet-8 (width 8) standing in for ResNet-18:" in text
     metrics = json.loads((folder / "metrics/study.json").read_text())
     assert {"baseline_top1", "ft_recovers_at_every_ratio", "int8_faster_than_fp32", "amp_within_0_5_point_of_fp32",
             "amp_training_faster_than_fp32"} <= set(metrics)
@@ -320,10 +339,10 @@ def _same(value):
 
 
 @pytest.mark.slow
-def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path, monkeypatch):
+def test_pruning_quantization_study_smoke_produces_the_published_table(study_project, monkeypatch):
     """Study 002 at smoke scale: the ResNet-18 summary with every published row and column beside ours,
     our pruning x format grid, the shape checks, metrics and plots."""
-    folder, frame, source = run_smoke(tmp_path, monkeypatch, "pruning-quantization-resnet18-vgg16")
+    folder, frame, source = run_smoke(study_project, monkeypatch, "pruning-quantization-resnet18-vgg16")
     published = next(t for t in source["tables"] if t["id"] == "resnet18_summary")
     ours = frame[frame.table == "resnet18_summary"]
     assert {r["model"] for r in published["rows"]} == set(ours.row)
@@ -348,10 +367,10 @@ def test_pruning_quantization_study_smoke_produces_the_published_table(tmp_path,
 
 
 @pytest.mark.slow
-def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, monkeypatch):
+def test_approx_compression_study_smoke_produces_the_published_tables(study_project, monkeypatch):
     """Study 000 at smoke scale (group resnet18_c10): its four published tables with every published row
     beside ours, the ratio sweep, the shape checks and the plots."""
-    folder, frame, source = run_smoke(tmp_path, monkeypatch, "approx-compression-resnet18-mobilenetv2")
+    folder, frame, source = run_smoke(study_project, monkeypatch, "approx-compression-resnet18-mobilenetv2")
     source = {t["id"]: t for t in source["tables"]}
     for table_id in ("resnet18_c10_ratio_sweep", "resnet18_c10_accuracy", "resnet18_c10_int8_effect",
                      "resnet18_c10_ratio_sweep_cost"):
@@ -371,9 +390,9 @@ def test_approx_compression_study_smoke_produces_the_published_tables(tmp_path, 
 
 
 @pytest.mark.slow
-def test_mixed_precision_pruning_study_smoke_produces_every_published_table(tmp_path, monkeypatch):
+def test_mixed_precision_pruning_study_smoke_produces_every_published_table(study_project, monkeypatch):
     """Study 003 at smoke scale: each published table (CPU and GPU rows) with our CPU row beside it."""
-    folder, frame, source = run_smoke(tmp_path, monkeypatch, "mixed-precision-pruning-resnet18-imagenet")
+    folder, frame, source = run_smoke(study_project, monkeypatch, "mixed-precision-pruning-resnet18-imagenet")
     for table in source["tables"]:
         ours = frame[frame.table == table["id"]]
         assert set(ours.row) == {"CPU", "GPU"}, table["id"]

@@ -100,7 +100,7 @@ def test_grid_tool_writes_named_variants_and_keeps_the_rest_of_the_file(tmp_path
     assert tool(tmp_path, "grid", "g", "prune.ratio=0.4").returncode == 0
     assert tool(tmp_path, "formats", "main", "bits=2,4", "scheme=symmetric,asymmetric").returncode == 0
     variants = yaml.safe_load((tmp_path / "params.yaml").read_text())["variants"]
-    assert list(variants) == ["main", "g-ratio0.4"]
+    assert list(variants) == ["main", "g-0.4"]  # one axis: named by its value
     assert sorted(variants["main"]["quantize"]["formats"]) == ["fixed2_asymmetric", "fixed2_symmetric",
                                                                "fixed4_asymmetric", "fixed4_symmetric"]
     resolve_all(yaml.safe_load((tmp_path / "params.yaml").read_text()))
@@ -112,7 +112,7 @@ def test_grid_tool_refuses_bad_values_without_writing(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     before = (tmp_path / "params.yaml").read_text()
     proc = tool(tmp_path, "grid", "g", "prune.ratio=0.3,1.5")
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: variants.g-ratio1.5.prune.ratio: must be in [0, 1), got 1.5"
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: variants.g-1.5.prune.ratio: must be in [0, 1), got 1.5"
     proc = tool(tmp_path, "grid", "g", "prune.ratio")
     assert proc.returncode == 2 and "expected KEY=VALUE" in proc.stderr
     assert (tmp_path / "params.yaml").read_text() == before

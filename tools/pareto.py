@@ -2,7 +2,9 @@
 
 Reads ``dvc exp show --json`` (the workspace, each commit, each experiment); one row per run,
 variant and artifact (every runtime: torch, torch.export, ONNX Runtime...), with the variant's
-pruning ratio, top-1, true compressed size and batch-1 latency from ``metrics/<variant>/<artifact>.json``.
+pruning ratio, top-1 and true compressed size from ``metrics/<variant>/<artifact>.json`` and batch-1
+latency from ``timings/<variant>/<artifact>.json``; runs with identical params and metrics are one row
+(names joined: the workspace and the commit or experiment it holds).
 A row is Pareto-optimal when no other row is at least as accurate and at least as small, and
 strictly better in one. ``--wait`` first waits for the experiment queue to drain; ``--variant``
 and ``--artifact`` keep only the names given.
@@ -15,46 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
 import time
 from typing import Any
 
-METRIC = re.compile(r"^metrics/([^/]+)/([^/]+)\.json$")
+from exps import dvc, runs  # tools/exps.py: exp show flattened, identical runs merged
 
 
-def dvc(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
-    if proc.returncode:
-        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["failed"]
-        print(f"error: dvc {' '.join(args)}: {lines[-1]}", file=sys.stderr)
-        sys.exit(2)
-    return proc.stdout
-
-
-def _ratio(params: dict[str, Any], variant: str) -> Any:
-    over = ((params.get("variants") or {}).get(variant) or {}).get("prune") or {}
-    return over.get("ratio", (params.get("prune") or {}).get("ratio"))
-
-
-def runs(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Flatten exp show: one row per run (workspace, commit, experiment) and artifact metrics file."""
+def rows_of(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run (workspace, commit, experiment; identical runs once, names joined) and artifact."""
     rows = []
-    stack = list(shown)
-    while stack:
-        node = stack.pop(0)
-        for exp in node.get("experiments") or []:
-            stack += exp.get("revs") or []
-        data = node.get("data") or {}
-        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        rev = str(node.get("rev"))
-        name = node.get("name") or (rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev)
-        for path, entry in sorted((data.get("metrics") or {}).items()):
-            m, figures = METRIC.match(path), (entry or {}).get("data") or {}
-            if m and "top1" in figures and "ccz_kib" in figures:
-                rows.append({"run": name, "variant": m.group(1), "artifact": m.group(2),
-                             "ratio": _ratio(params, m.group(1)), "top1": figures["top1"],
-                             "ccz_kib": figures["ccz_kib"], "ms_b1": figures.get("ms_b1")})
+    for run in runs(shown):
+        for (variant, artifact), figures in run["rows"].items():
+            if "top1" in figures and "ccz_kib" in figures:
+                ratio = run["params"].get(f"variants.{variant}.prune.ratio", run["params"].get("prune.ratio"))
+                rows.append({"run": run["name"], "variant": variant, "artifact": artifact, "ratio": ratio,
+                             "top1": figures["top1"], "ccz_kib": figures["ccz_kib"], "ms_b1": figures.get("ms")})
     return rows
 
 
@@ -74,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     while args.wait and re.search(r"\b(Queued|Running)\b", dvc("queue", "status")):
         time.sleep(5)
-    rows = [r for r in runs(json.loads(dvc("exp", "show", "--json")))
+    rows = [r for r in rows_of(json.loads(dvc("exp", "show", "--json")))
             if (not args.variant or r["variant"] in args.variant) and (not args.artifact or r["artifact"] in args.artifact)]
     print("| run | variant | artifact | ratio | top-1 % | compressed KiB | b1 ms | Pareto |")
     print("|---|---|---|---:|---:|---:|---:|:-:|")

@@ -39,21 +39,31 @@ def dir_entries(local: object, oid: str) -> set[HashInfo]:
     return {HashInfo("md5", e["md5"]) for e in entries if local.exists(e["md5"])}  # type: ignore[attr-defined]
 
 
+def push(remote: str | None) -> tuple[int, int]:
+    """Push the run records, then every object they name; returns (objects named, uploaded)."""
+    repo = Repo(".")
+    repo.push(remote=remote, run_cache=True)
+    local = repo.cache.local
+    objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
+    objs |= {f for h in objs if h.value.endswith(".dir") for f in dir_entries(local, h.value)}
+    result = repo.cloud.push(objs, remote=remote, odb=None)
+    return len(objs), len(result.transferred)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-r", "--remote", default=None, help="remote name (default: the default remote)")
     args = parser.parse_args()
     try:
-        repo = Repo(".")
-        repo.push(remote=args.remote, run_cache=True)
-        local = repo.cache.local
-        objs = {h for h in run_record_objects(Path(local.path).parent.parent) if local.exists(h.value)}
-        objs |= {f for h in objs if h.value.endswith(".dir") for f in dir_entries(local, h.value)}
-        result = repo.cloud.push(objs, remote=args.remote, odb=None)
+        named, uploaded = push(args.remote)
     except DvcException as exc:  # no remote, unreachable remote, missing credentials: one line
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
-    print(f"run-cache pushed: {len(objs)} objects referenced by run records, {len(result.transferred)} uploaded")
+    except OSError as exc:  # a read-only, full or forbidden remote folder: DVC lets these through
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write to the remote ({exc.strerror or exc}{where})", file=sys.stderr)
+        sys.exit(2)
+    print(f"run-cache pushed: {named} objects referenced by run records, {uploaded} uploaded")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Write grids of variants (or of quantization formats) into params.yaml's ``variants`` section.
 
-    python tools/variants.py grid ratios prune.ratio=0.3,0.5,0.7
-        -> variants ratios-ratio0.3, ratios-ratio0.5, ratios-ratio0.7 (prune.ratio set in each)
+    python tools/variants.py grid r prune.ratio=0.3,0.5,0.7
+        -> variants r-0.3 and r-0.7 (prune.ratio set in each); 0.5 resolves like `main`, the base's
+           ratio, so that point is not added: it would repeat main's work (its rows are main's)
     python tools/variants.py grid order prune.ratio=0.5,0.8 prune.order=before_quantize,after_quantize \\
         --set quantize.formats=[fp32,int8_static]
         -> 4 variants, each building two formats
@@ -9,12 +10,16 @@
         -> variant main builds 10 fixed-point artifacts (fixed2_symmetric ... fixed6_asymmetric): a
            bits x scheme grid that shares one pruned and fine-tuned model
     python tools/variants.py list
-    python tools/variants.py drop ratios     -> removes the variants ratios-*
+    python tools/variants.py drop r          -> removes the variants r-*
 
-Values are YAML scalars (``0.3``, ``true``, ``[a, b]``). A grid's variants are named
-``<grid>-<value>...`` and re-running a grid replaces its earlier points. Only the ``variants``
-block of params.yaml is rewritten (it must be the last section); the rest, comments included, is
-kept. Every variant is resolved before anything is written, so a bad key or value stops here.
+Values are YAML scalars (``0.3``, ``true``, ``[a, b]``). A grid's variants are named ``<grid>-<value>``
+(one axis) or ``<grid>-<key><number>-<word>...`` (several: ``order-ratio0.5-after_quantize``), and
+re-running a grid replaces its earlier points. A point whose resolved settings equal an existing
+variant's is skipped, with a note naming that variant. After a grid, ``dvc status`` lists the stages
+``dvc repro`` will run; ``dvc repro --dry`` cannot plan them: its run-cache lookup hashes every input
+and stops at the first one a new variant has not written yet (its config, then its pruned model;
+treeverse/dvc#9818). Only the ``variants`` block of params.yaml is rewritten (it must be the last
+section); the rest, comments included, is kept. Every variant is resolved before anything is written, so a bad key or value stops here.
 """
 from __future__ import annotations
 
@@ -50,22 +55,42 @@ def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def point_name(keys: list[str], values: tuple[Any, ...]) -> str:
-    """``ratio0.3-asymmetric``: numbers keep their key's last word, words stand alone."""
-    parts = [str(v) if isinstance(v, str) else f"{k.rsplit('.', 1)[-1]}{v}" for k, v in zip(keys, values, strict=True)]
+    """``0.3`` for one axis; ``ratio0.3-asymmetric`` for several: numbers keep their key's last word
+    (two numeric axes stay apart), words stand alone."""
+    parts = [str(v) if isinstance(v, str) or len(keys) == 1 else f"{k.rsplit('.', 1)[-1]}{v}"
+             for k, v in zip(keys, values, strict=True)]
     return re.sub(r"[^A-Za-z0-9_.-]", "", "-".join(parts))
 
 
-def grid(variants: dict[str, Any], name: str, axes: list[tuple[str, list[Any]]], fixed: list[tuple[str, Any]]) -> None:
+def grid(variants: dict[str, Any], name: str, axes: list[tuple[str, list[Any]]], fixed: list[tuple[str, Any]]) -> list[str]:
+    """Replace grid ``name``'s points in ``variants``; return the new points' names."""
     for old in [v for v in variants if v.startswith(f"{name}-")]:
         del variants[old]
-    keys = [k for k, _ in axes]
+    keys, points = [k for k, _ in axes], []
     for values in itertools.product(*(vals for _, vals in axes)):
         over: dict[str, Any] = {}
         for key, value in [*fixed, *zip(keys, values, strict=True)]:
             if key.count(".") < 1:
                 raise UserError(f"{key}: name a section key, e.g. prune.ratio")
             set_path(over, key, value)
-        variants[f"{name}-{point_name(keys, values)}"] = over
+        points.append(f"{name}-{point_name(keys, values)}")
+        variants[points[-1]] = over
+    return points
+
+
+def skip_duplicates(params: dict[str, Any], variants: dict[str, Any], points: list[str]) -> list[str]:
+    """Drop the grid points that resolve exactly like a variant outside the grid (``main`` at the
+    base's own ratio): DVC would build, time and store the same artifacts twice under two names.
+    Returns one note per point dropped."""
+    resolved = resolve_all(params | {"variants": variants})
+    notes = []
+    for point in points:
+        twin = next((v for v in variants if v not in points and resolved[v] == resolved[point]), None)
+        if twin is not None:
+            del variants[point]
+            notes.append(f"note: {point} resolves like variant {twin} (same settings for every stage): "
+                         f"not added, its rows are {twin}'s")
+    return notes
 
 
 def formats(variants: dict[str, Any], variant: str, axes: list[tuple[str, list[Any]]], fixed: list[tuple[str, Any]],
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("drop", help="remove the variants of a grid")
     d.add_argument("name")
     args = parser.parse_args(argv)
+    notes: list[str] = []
     try:
         params = yaml.safe_load(args.params.read_text()) or {}
         variants = dict(params.get("variants") or {})
@@ -132,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             axes = [parse_axis(a) for a in args.axes]
             fixed = [(k, v[0]) for k, v in map(parse_axis, args.set)]
             if args.command == "grid":
-                grid(variants, args.name, axes, fixed)
+                points = grid(variants, args.name, axes, fixed)
+                notes = skip_duplicates(params, variants, points) + [
+                    "next: dvc repro (`dvc status` lists what it will run: `dvc repro --dry` stops at the first input "
+                    "a new variant has not written yet, treeverse/dvc#9818)"]
             else:
                 formats(variants, args.variant, axes, fixed, args.type)
         resolve_all(params | {"variants": variants})  # every variant valid before writing
@@ -140,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.params}: {len(variants)} variant(s): {', '.join(variants)}")
+    print("\n".join([*notes, f"{args.params}: {len(variants)} variant(s): {', '.join(variants)}"]))
     return 0
 
 

@@ -6,28 +6,75 @@ output of this package goes through these helpers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cnn_compress.core.errors import UserError
+
+# Errors only a write can cause: raised inside the block, they are about the artifact being written
+# (another OSError there may come from reading an input, and keeps its own message).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_umask_lock = threading.Lock()
+
+
+class WriteError(UserError):
+    """An output could not be written (disk full, quota, read-only or unwritable folder)."""
+
+
+def current_umask() -> int:
+    """The process umask without changing it where Linux tells it (``/proc/self/status``);
+    elsewhere set and restored at once, under a lock so no other writer here sees the 0o077."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    The file ends with the mode any tool would give it (0o666 less the umask), not ``mkstemp``'s
+    0o600, so a shared cache or remote stays readable to the team. A full disk, a quota, a
+    read-only or unwritable folder is one :class:`WriteError` naming ``path``; nothing is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(_write_failed(path, exc)) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS:
+                raise WriteError(_write_failed(path, exc)) from None
+            raise
+        try:
+            os.chmod(tmp_path, 0o666 & ~current_umask())
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise WriteError(_write_failed(path, exc)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _write_failed(path: Path, exc: OSError) -> str:
+    return f"{path}: cannot write it ({exc.strerror or exc}); nothing was written"
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

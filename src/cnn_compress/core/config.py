@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import sys
 import types
 import typing
@@ -144,7 +145,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, key, f"must be a number, got {value!r}")
-        return float(value)
+        # YAML reads .inf / .nan as floats: a setting of either trains NaN models without a word
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1023 else math.inf
+        require(math.isfinite(number), key, f"must be a finite number, got {repr(value)[:40]}")
+        return number
     if hint is str:
         require(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,11 +32,25 @@ class UnsupportedFormatError(UserError):
     """A quantization or export format this machine cannot produce or run."""
 
 
+class DivergedError(UserError):
+    """A training produced a non-finite loss or weights: its settings (the learning rate, most
+    often) make it diverge, and a NaN model must not flow on into quantization and benchmarks."""
+
+
+class BusyError(UserError):
+    """Another process is writing the same output (a stage still running beside a new ``dvc repro``)."""
+
+
 def cli(func: F) -> F:
     """Turn :class:`UserError` into ``error: <message>`` and exit 2 for stage scripts."""
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
+        from cnn_compress.core.stage import die_with_parent, quiet_torch_logs
+
+        quiet_torch_logs()
+        if os.environ.get("DVC_STAGE"):  # run by dvc (which sets it): end with dvc, even on its SIGKILL
+            die_with_parent()
         try:
             return func(*args, **kwargs)
         except UserError as exc:

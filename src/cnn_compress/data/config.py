@@ -21,6 +21,10 @@ class DataConfig:
     max_per_class: int = 0  # cap images per class and split (0 = all): tiny runs for tests and smoke checks
     mean: tuple[float, ...] = ()  # normalisation; () = measured on the training split
     std: tuple[float, ...] = ()  # e.g. the ImageNet values for the published akamaster ResNets
+    # > 0: this part of each class's test images becomes the `select` split (choices read it), the rest
+    # the `report` split (reported accuracies read it); for weights that saw the train/val images.
+    # 0 = off: no such splits, and data/prepared is byte for byte what it was (docs/selection-split.md)
+    select_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         require(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
@@ -31,6 +35,8 @@ class DataConfig:
             "val_fraction + test_fraction must leave images to train on",
         )
         require(8 <= self.image_size <= 1024, "data.image_size", f"must be in [8, 1024], got {self.image_size}")
+        require(0 <= self.select_fraction < 1, "data.select_fraction",
+                f"must be in [0, 1) (0 = no select/report splits), got {self.select_fraction}")
         require(self.max_per_class >= 0, "data.max_per_class", "must be >= 0")
         require(len(self.mean) in (0, 3), "data.mean", f"must list 3 channel values or none, got {list(self.mean)}")
         require(len(self.std) == len(self.mean), "data.std", "must be given together with data.mean (3 values)")

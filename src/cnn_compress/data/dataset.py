@@ -8,6 +8,7 @@ GPU alike. Readers for the sources live in ``sources.py`` (CIFAR archives, image
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from cnn_compress.core.errors import ConfigError, DataError
 from cnn_compress.core.registry import Registry
 from cnn_compress.data import sources
 from cnn_compress.data.config import DataConfig
+
+SELECT, REPORT = "select", "report"  # the two parts of the test split (docs/selection-split.md)
+MIN_PER_CLASS = 1  # test, select, report: fewer images of a class in one of them is an error
+WARN_PER_CLASS = 10  # below this many per class, top-1 moves in steps too coarse to compare (a warning)
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,28 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def has_selection(self) -> bool:
+        """Whether prepare carved ``select`` / ``report`` from the test split (data.select_fraction > 0)."""
+        return SELECT in self.splits and REPORT in self.splits
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of a named split: train, val, test, and select / report when prepared."""
+        if name not in self.splits:
+            hint = " (set data.select_fraction, e.g. 0.5, and re-run prepare)" if name in (SELECT, REPORT) else ""
+            raise DataError(f"the prepared data set has no '{name}' split{hint}; it has {', '.join(self.splits)}")
         idx = self.splits[name]
         return self.images[idx], self.labels[idx]
+
+
+def choice_split(ds: Dataset, fallback: str) -> str:
+    """The split that choices read: ``select`` when the data set has one, else ``fallback``."""
+    return SELECT if ds.has_selection else fallback
+
+
+def report_split(ds: Dataset) -> str:
+    """The split every reported accuracy reads: ``report`` when the data set has one, else ``test``."""
+    return REPORT if ds.has_selection else "test"
 
 
 DatasetLoader = Callable[[DataConfig], RawDataset]
@@ -151,7 +175,8 @@ def load_raw(cfg: DataConfig) -> RawDataset:
 
 
 def stratified_split(
-    labels: np.ndarray, cfg: DataConfig, test_indices: np.ndarray | None = None
+    labels: np.ndarray, cfg: DataConfig, test_indices: np.ndarray | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded, class-stratified train/val/test indices, each sorted for stable storage.
 
@@ -173,22 +198,69 @@ def stratified_split(
             idx = idx[:cap]
             n_test = max(1, round(len(idx) * cfg.test_fraction))
             test, idx = idx[:n_test], idx[n_test:]
-        n_val = round(len(idx) * cfg.val_fraction)
-        if len(idx) - n_val < 1 or len(test) < 1:
-            raise DataError(f"class {c} has only {len(idx) + len(test)} images: too few to split")
+        n_val = max(1, round(len(idx) * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
+        if len(idx) - n_val < 1 or len(test) < MIN_PER_CLASS:
+            name = class_names[c] if class_names else c
+            raise DataError(f"class {name} has only {len(idx) + len(test)} images: too few to split (each class "
+                            "needs >= 1 test image, >= 1 training image and, with data.val_fraction > 0, "
+                            ">= 1 validation image; raise data.max_per_class or bring more images)")
         splits["test"] += test.tolist()
         splits["val"] += idx[:n_val].tolist()
         splits["train"] += idx[n_val:].tolist()
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in splits.items()}
 
 
+def selection_split(
+    test: np.ndarray, labels: np.ndarray, fraction: float, seed: int, class_names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Split the test positions ``test`` into ``select`` (``fraction`` of each class, rounded half up,
+    at least one) and ``report`` (the rest), both sorted.
+
+    Each test image draws a seeded random key from its position alone (labels play no part), and
+    each class sends its smallest keys to ``select``: a report image's label reaches the draw only
+    through its class's size. The generator is separate from the train/val/test split's, so that
+    split stays as it was."""
+    test = np.sort(np.asarray(test, dtype=np.int64))
+    keys = np.random.default_rng([seed, 0x5E1EC7]).random(len(test))
+    select: list[np.ndarray] = []
+    for c in np.unique(labels[test]):
+        members = np.flatnonzero(labels[test] == c)
+        if len(members) < 2 * MIN_PER_CLASS:
+            name = class_names[c] if class_names else c
+            raise DataError(f"class {name} has {len(members)} test image(s): data.select_fraction needs >= 2 per "
+                            "class (>= 1 in select and >= 1 in report)")
+        k = min(max(int(np.floor(fraction * len(members) + 0.5)), MIN_PER_CLASS), len(members) - MIN_PER_CLASS)
+        select.append(test[members[np.argsort(keys[members], kind="stable")[:k]]])
+    chosen = np.sort(np.concatenate(select))
+    return {SELECT: chosen, REPORT: np.setdiff1d(test, chosen)}
+
+
+def warn_small_splits(splits: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> None:
+    """One warning line per scored split with fewer than WARN_PER_CLASS images of some class: its
+    top-1 moves in steps of 100/N points, so small differences between variants are noise."""
+    for name in ("test", SELECT, REPORT):
+        if name not in splits or not len(splits[name]):
+            continue
+        counts = np.bincount(labels[splits[name]], minlength=len(class_names))
+        least = int(counts.argmin())
+        if counts[least] < WARN_PER_CLASS:
+            print(f"warning: data: the {name} split holds {len(splits[name])} images, {counts[least]} of class "
+                  f"'{class_names[least]}' (below {WARN_PER_CLASS} per class one image moves top-1 by "
+                  f"{100 / len(splits[name]):.2g} points or more; raise data.max_per_class or bring more images)",
+                  file=sys.stderr)
+
+
 def prepare(cfg: DataConfig, out_dir: str | Path) -> Dataset:
     """Decode a data set once into tensors and write ``dataset.pt`` + ``meta.json``."""
     raw = load_raw(cfg)
-    splits = stratified_split(raw.labels.numpy(), cfg, raw.test_indices)
+    splits = stratified_split(raw.labels.numpy(), cfg, raw.test_indices, raw.class_names)
     used = np.sort(np.concatenate(list(splits.values())))  # max_per_class drops the rest
     images, labels = raw.images[torch.from_numpy(used)], raw.labels[torch.from_numpy(used)]
     splits = {k: np.searchsorted(used, v) for k, v in splits.items()}
+    if cfg.select_fraction > 0:  # off by default: the splits (and the file's bytes) stay as they were
+        splits |= selection_split(splits["test"], labels.numpy(), cfg.select_fraction, cfg.seed,
+                                  raw.class_names)
+    warn_small_splits(splits, labels.numpy(), raw.class_names)
     train = images[torch.from_numpy(splits["train"])].float() / 255
     mean = cfg.mean or tuple(round(v, 6) for v in train.mean(dim=(0, 2, 3)).tolist())
     std = cfg.std or tuple(round(max(v, 1e-3), 6) for v in train.std(dim=(0, 2, 3)).tolist())

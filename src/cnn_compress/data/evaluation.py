@@ -1,4 +1,5 @@
-"""Accuracy of any runtime: a predict function over normalised batches, scored on a split."""
+"""Accuracy of any runtime: a predict function over normalised batches, scored on a named split
+(train, val, test, and select / report when prepared: ``Dataset.split``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,6 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from cnn_compress.core.errors import DataError
 from cnn_compress.data.dataset import batches, normalize
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # normalised float32 batch -> float32 logits
@@ -24,6 +26,8 @@ def predict_logits(
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Top-1, top-5 (in percent) and mean cross-entropy."""
+    if len(labels) == 0:  # an empty split would score NaN, or fail deep inside topk
+        raise DataError("no images to score: the split is empty (data.val_fraction: 0 leaves val empty)")
     k = min(5, logits.shape[1])
     top5 = logits.topk(k, dim=1).indices
     return {

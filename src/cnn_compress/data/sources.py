@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -17,8 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+import yaml
 
-from cnn_compress.core.errors import DataError
+from cnn_compress.core.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
 
@@ -55,6 +57,34 @@ CIFAR: dict[str, CifarLayout] = {
         "cifar-100-python", ("train",), ("test",), "meta", "fine_label_names", "fine_labels",
     ),
 }
+
+
+def inputs_dir(folder: Path = Path(".")) -> Path:
+    """The ``inputs/`` folder the prepare stage lists as a DVC dependency (``${up}inputs``), for a
+    pipeline run in ``folder``: its place.yaml's ``up`` leads back to the repository root."""
+    place = folder / "place.yaml"
+    up = ""
+    if place.is_file():
+        try:
+            up = str((yaml.safe_load(place.read_text()) or {}).get("up") or "")
+        except (yaml.YAMLError, AttributeError):
+            raise ConfigError(f"{place}: not a mapping with an 'up' path") from None
+    return Path(os.path.normpath(os.path.abspath(folder / up / "inputs")))
+
+
+def require_tracked(source: str, folder: Path = Path(".")) -> None:
+    """Refuse a ``data.source`` outside ``inputs/``: DVC tracks only that folder, so a file elsewhere
+    could be replaced and ``dvc status`` would still say up to date. Symlinks in inputs/ are fine."""
+    if not source or not os.path.lexists(folder / source):
+        return  # no source, or a missing one: the reader says "not found"
+    inputs = inputs_dir(folder)
+    given = Path(os.path.normpath(os.path.abspath(folder / source)))
+    resolved = Path(os.path.realpath(given.parent)) / given.name  # inputs/ itself may be a link; the file not
+    if given.is_relative_to(inputs) or resolved.is_relative_to(os.path.realpath(inputs)):
+        return
+    shown = os.path.relpath(inputs, os.path.abspath(folder))
+    raise ConfigError(f"data.source: {source} is outside {shown}/, so DVC would not see it change; link or "
+                      f"copy it into {shown}/ (ln -s {given} {shown}/) and set data.source: {shown}/{given.name}")
 
 
 def file_digest(path: Path, algo: str = "sha256") -> str:
@@ -153,16 +183,50 @@ def read_cifar(name: str, source: str, download_dir: str | Path) -> SplitImages:
                        class_names, torch.from_numpy(np.concatenate(is_test)), checksum)
 
 
+class _HeaderLog(tarfile.TarInfo):
+    """Records why tarfile stopped reading headers: it ends quietly on a missing or damaged header
+    (a file cut at a member boundary reads as a shorter archive), so completeness is checked here."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        tar.last_header = "member"  # type: ignore[attr-defined]
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.HeaderError as exc:
+            tar.last_header = type(exc).__name__  # type: ignore[attr-defined]
+            raise
+
+
+def _require_end(tar: tarfile.TarFile, path: Path, count: int) -> None:
+    """A complete tar ends with two zero blocks; reading on to the end of a compressed stream makes
+    its decompressor check the stream's length and CRC."""
+    stopped = getattr(tar, "last_header", "")
+    if stopped == "InvalidHeaderError":
+        raise DataError(f"{path}: corrupt or unreadable archive (damaged header after {count} files)")
+    if stopped != "EOFHeaderError" or tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+        files = f"{count} file{'s' if count != 1 else ''}"
+        raise DataError(f"{path}: corrupt or unreadable archive (truncated: it ends after {files} without the "
+                        "end-of-archive blocks; copy it again)")
+    while tar.fileobj.read(1 << 20):
+        pass
+
+
 def iter_archive(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of every regular file in a .tar / .tar.gz, in archive order."""
+    """(member name, bytes) of every regular file in a .tar / .tar.gz, in archive order; an archive
+    cut short (even at a member boundary) or with a bad compressed stream is a DataError."""
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with tarfile.open(path, "r:*", tarinfo=_HeaderLog) as tar:
+            count = 0
             for member in tar:
                 if member.isfile():
                     f = tar.extractfile(member)
+                    count += 1
                     yield member.name, f.read() if f else b""
+            _require_end(tar, path, count)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable archive ({type(exc).__name__}: {exc})") from None
+        cut = isinstance(exc, EOFError) or "unexpected end of data" in str(exc)
+        what = "truncated: the file ends early; copy it again" if cut else f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{path}: corrupt or unreadable archive ({what})") from None
 
 
 def _tree_digest(root: Path) -> str:

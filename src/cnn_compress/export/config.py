@@ -1,6 +1,7 @@
 """The ``export`` section: deployable formats and their calibration."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -10,6 +11,22 @@ from cnn_compress.core.config import require
 # variants stage rejects an unknown format before any variant runs, without importing the exporters
 FORMATS = ("onnx", "ort_int8", "openvino_fp32", "openvino_fp16", "openvino_int8", "tensorrt_fp32", "tensorrt_fp16",
            "tensorrt_int8")
+
+
+def unavailable(name: str) -> str | None:
+    """Why this machine cannot build export format ``name`` (None when it can), without importing
+    the runtimes: the variants stage refuses such a variant before prune, finetune and quantize run.
+    The export stage checks again with the runtimes themselves (runtimes/trt_engine.py, ov_runtime.py)."""
+    if name.startswith("tensorrt_"):
+        if importlib.util.find_spec("tensorrt") is None:
+            return "the 'tensorrt' package is not installed (pip install 'cnn-compress[tensorrt]')"
+        import torch  # only where TensorRT is installed: a second of import for the CUDA check
+
+        return None if torch.cuda.is_available() else "TensorRT needs a CUDA GPU and torch sees none"
+    if name.startswith("openvino_"):
+        missing = [m for m in ("openvino", "nncf") if importlib.util.find_spec(m) is None]
+        return f"{missing[0]} is not installed (pip install 'cnn-compress[openvino]')" if missing else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import io
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -96,12 +97,50 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset:
     import onnx
 
     model = (model.to(dtype) if dtype else model).eval()
-    with atomic.atomic_path(path) as tmp, _quiet():
+
+    def export(tmp: Path) -> None:
         torch.onnx.export(
             model, (example,), str(tmp), dynamo=True, opset_version=opset, input_names=["input"],
             output_names=["logits"], dynamic_shapes=({0: "batch"},), external_data=False, verbose=False,
         )
+
+    with atomic.atomic_path(path) as tmp, _quiet():
+        blamed(model, "ONNX", lambda: export(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
+
+
+def blamed(model: torch.nn.Module, runtime: str, convert: Callable[[], Any]) -> Any:
+    """``convert()``; when it fails, one line naming the layer it failed in (your own model's
+    unexportable op), found by converting again with hooks that track the module being traced."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # a failing exporter prints its whole graph
+            return convert()
+    except Exception as first:
+        error = first
+    stack: list[str] = []
+    handles = []
+
+    def leave(_m: Any, _i: Any, _o: Any) -> None:
+        if stack:
+            stack.pop()
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda _m, _i, name=name: stack.append(name)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            convert()
+    except Exception as again:
+        error = again
+    finally:
+        for h in handles:
+            h.remove()
+    while error.__cause__ is not None:  # the exporter's own wrapper says less than what it wraps
+        error = error.__cause__
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines() or [""]
+    where = next((n for n in reversed(stack) if n), "")
+    layer = f" at layer {where} ({type(model.get_submodule(where)).__name__})" if where else ""
+    raise UnsupportedFormatError(f"{runtime} export failed{layer}: {type(error).__name__}: {lines[0][:300]}") from None
 
 
 @contextlib.contextmanager
@@ -211,7 +250,8 @@ def _openvino(int8: bool, fp16: bool = False) -> Exporter:
     def build(ctx: ExportContext, path: Path) -> None:
         from cnn_compress.runtimes import ov_runtime
 
-        model = ov_runtime.convert(copy.deepcopy(ctx.ckpt.model), ctx.calib[:1])
+        source = copy.deepcopy(ctx.ckpt.model)
+        model = blamed(source, "OpenVINO", lambda: ov_runtime.convert(source, ctx.calib[:1]))
         if int8:
             try:
                 model = ov_runtime.quantize(model, ctx.calib, ctx.cfg.calib_method)

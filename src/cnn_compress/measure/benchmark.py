@@ -11,6 +11,7 @@ recorded beside the numbers.
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from cnn_compress.core.errors import CheckpointError
-from cnn_compress.data.dataset import Dataset, normalize
+from cnn_compress.data.dataset import Dataset, choice_split, normalize, report_split
 from cnn_compress.data.evaluation import Predict, predict_logits, score
 from cnn_compress.measure.compression import compress_artifact
 from cnn_compress.measure.config import BenchmarkConfig
@@ -143,13 +144,19 @@ def timing_row(times: dict[int, list[float]]) -> dict[str, Any]:
 
 
 def evaluate_artifact(path: Path, ds: Dataset, cfg: BenchmarkConfig, compile: bool = False) -> tuple[dict[str, Any], Runner]:
-    """Accuracy on the test split and on-disk bytes of one artifact, with its loaded runner."""
+    """Accuracy and on-disk bytes of one artifact, with its loaded runner. Accuracy is on the test split,
+    or, when the data has a selection split, on ``report`` (``top1``) and on ``select`` (``top1_select``,
+    the figure any choice between artifacts reads: docs/selection-split.md)."""
     runner = load_runner(path, cfg.threads, tuple(cfg.batch_sizes) if compile else ())
-    images, labels = ds.split("test")
     blob = b"".join(f.read_bytes() for f in artifact_files(path))
     # zlib of the file: zeros left by pruning compress, so sparsity shows as size (dense files do not shrink)
     row: dict[str, Any] = {"runtime": runner.runtime, "size_bytes": len(blob), "size_zlib_bytes": len(zlib.compress(blob, 9))}
+    images, labels = ds.split(report_split(ds))
     row |= score(predict_logits(runner.predict, images, ds.mean, ds.std, cfg.eval_batch_size), labels)
+    if ds.has_selection:
+        images, labels = ds.split(choice_split(ds, "test"))
+        chosen = score(predict_logits(runner.predict, images, ds.mean, ds.std, cfg.eval_batch_size), labels)
+        row |= {"split": report_split(ds)} | {f"{k}_select": v for k, v in chosen.items()}
     return row, runner
 
 
@@ -216,17 +223,51 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-def collect_artifacts(root: Path) -> list[tuple[str, Path, str]]:
-    """(artifact name, file, what it is) for a variant's checkpoints, quantized and exported files."""
-    import json
+def collect_artifacts(root: Path, check_files: bool = False) -> list[tuple[str, Path, str]]:
+    """(artifact name, file, what it is) for a variant's checkpoints, quantized and exported files.
 
+    A manifest that is not what the quantize and export stages write (truncated, not a mapping, an
+    entry without its file) is a one-line :class:`CheckpointError` naming it; with ``check_files`` (the
+    benchmark stage) so is a listed file that is missing, or a folder without its manifest, which
+    otherwise adds nothing.
+    """
     found = [(name, root / f"{name}.pt", f"{name} checkpoint") for name in ("pruned", "finetuned")]
     for sub in ("quantized", "exported"):
         manifest = root / sub / "manifest.json"
+        if check_files and manifest.parent.is_dir() and not manifest.is_file():
+            raise CheckpointError(f"{manifest}: missing (re-run the stage that writes {manifest.parent})")
         if manifest.is_file():
-            for name, entry in json.loads(manifest.read_text()).items():
-                found.append((name, root / sub / entry["file"], entry.get("describe", name)))
+            for name, file, describe in read_manifest(manifest):
+                if check_files and not (root / sub / file).exists():
+                    raise CheckpointError(f"{manifest}: artifact '{name}' names {file}, which is missing "
+                                          f"(re-run the stage that writes {root / sub})")
+                found.append((name, root / sub / file, describe))
     return found
+
+
+def read_manifest(manifest: Path) -> list[tuple[str, str, str]]:
+    """(name, file inside the manifest's folder, what it is) of every entry; bad shapes are one line."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{manifest}: {what} (re-run the stage that writes {manifest.parent})")
+
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot be read ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"not valid JSON, truncated or damaged ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise bad(f"expected a mapping of artifact name -> entry, got {type(data).__name__}")
+    out = []
+    for name, entry in data.items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            raise bad(f"entry '{name}' must be a mapping with a 'file', got {type(entry).__name__}")
+        if not isinstance(file, str) or not file or Path(file).is_absolute() or ".." in Path(file).parts:
+            raise bad(f"entry '{name}' needs 'file': a file name inside {manifest.parent.name}/, got {file!r}")
+        describe = entry.get("describe", name)
+        out.append((name, file, describe if isinstance(describe, str) else name))
+    return out
 
 
 def describe_artifact(name: str, path: Path, compressed_dir: Path | None, fallback: Path | None = None) -> dict[str, Any]:
@@ -285,17 +326,25 @@ def control_check(name: str, first: dict[int, list[float]], second: dict[int, li
 
 
 HEADLINE = {"top1": 2, "top5": 2, "sparsity": 2}  # key -> decimals, in the per-artifact metrics files
+# Accuracy and size go to metrics/<variant>/<artifact>.json, timings apart to timings/<variant>/<artifact>.json,
+# so a re-run that changes no weight changes no row of ``dvc metrics diff --targets metrics -R``. Every
+# key is defined in the README's "Compare" section (tests/test_newcomer.py checks).
 
 
-def headline(row: dict[str, Any], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
-    """The few figures ``dvc metrics show`` lists per artifact (the rest stays in the details file):
-    short names and rounded values so a table of every variant fits a 120-column terminal."""
-    small, large = min(batch_sizes), max(batch_sizes)
+def headline(row: dict[str, Any], batch_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Accuracy, size, params and MACs of one artifact: what ``dvc metrics show``
+    lists per artifact, short names and rounded values; they change only when the artifact does."""
     out = {k: round(float(row[k]), d) for k, d in HEADLINE.items()}
-    out |= {"mparams": round(row["params_nonzero"] / 1e6, 4), "mmacs": round(row["macs"] / 1e6, 2),
+    out |= {"mparams_nz": round(row["params_nonzero"] / 1e6, 4), "mmacs": round(row["macs"] / 1e6, 2),
             "kib": round(row["size_bytes"] / 1024, 1)}
     if "size_compressed_bytes" in row:
         out["ccz_kib"] = round(row["size_compressed_bytes"] / 1024, 1)
-    out[f"ms_b{small}"] = round(row[f"latency_ms_b{small}_median"], 3)
-    out[f"ips_b{large}"] = round(row[f"throughput_b{large}"], 1)
     return out
+
+
+def timing_headline(row: dict[str, Any], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Latency at the smallest and throughput at the largest batch size: apart from
+    ``headline`` because they differ on every run, whether or not anything changed."""
+    small, large = min(batch_sizes), max(batch_sizes)
+    return {f"ms_b{small}": round(row[f"latency_ms_b{small}_median"], 3),
+            f"ips_b{large}": round(row[f"throughput_b{large}"], 1)}

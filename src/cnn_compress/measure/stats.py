@@ -89,6 +89,9 @@ def _program(path: Path) -> list[Layer]:
     # torchao tensor subclasses import torchao themselves)
     from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
+    from cnn_compress.runtimes.runners import check_archive
+
+    check_archive(Path(path))
     try:
         gm = torch.export.load(path).module()
     except Exception as exc:

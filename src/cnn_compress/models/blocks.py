@@ -1,5 +1,9 @@
 """Residual blocks that depth pruning may remove, and the marker a removed one leaves behind.
 
+Your own model's blocks are removable when their class declares it: ``residual_identity = True``
+(a class attribute) says the block computes ``x + branch(x)`` (or ``relu(x + branch(x))`` on an ``x``
+that is already a ReLU's output), so that without its branch it is exactly the identity.
+
 A block is removable when its output has its input's shape and its input passes through
 unchanged beside the residual branch (no downsampling shortcut): then the block without its
 branch is the identity, exactly (the CIFAR and torchvision ResNet blocks end in a ReLU, but
@@ -16,7 +20,10 @@ class RemovedBlock(nn.Identity):
 
 
 def is_removable(module: nn.Module) -> bool:
-    """A residual block whose shortcut is the identity (CIFAR ResNet, torchvision ResNet, MobileNetV2)."""
+    """A residual block whose shortcut is the identity (CIFAR ResNet, torchvision ResNet, MobileNetV2,
+    or any block that declares ``residual_identity = True``)."""
+    if getattr(module, "residual_identity", False) is True:  # your own model's declared pattern
+        return True
     if getattr(module, "use_res_connect", False):  # MobileNetV2's InvertedResidual, stride 1, same width
         return True
     if not any(c.__name__ in ("BasicBlock", "Bottleneck") for c in type(module).__mro__):  # ours, torchvision's

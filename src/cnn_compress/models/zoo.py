@@ -20,6 +20,7 @@ from torch import nn
 
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.core.registry import Registry
+from cnn_compress.models import user
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model.arch", "architecture")
@@ -38,7 +39,18 @@ def head_name(arch: str) -> str:
     return MODELS.meta(arch)["head"]
 
 
+def head_names(arch: str, model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, ...]:
+    """The classifier layers: the zoo's registered head, or for your own model (an import path) every
+    conv / linear layer that emits ``num_classes`` channels (a two-branch head has two)."""
+    if not user.is_import_path(arch):
+        return (head_name(arch),)
+    return user.classifier_names(model, input_shape, num_classes)
+
+
 def build_model(arch: str, **args: Any) -> nn.Module:
+    """A zoo model by name, or your own by import path (``models/user.py``)."""
+    if user.is_import_path(arch):
+        return user.build(arch, **args)
     builder, options = MODELS.get(arch), MODELS.meta(arch)["options"]
     for key in args:
         if key != "num_classes" and key not in options:

@@ -15,6 +15,8 @@ runs. For such models only the block-internal channels (each block's first conv)
 """
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +40,9 @@ AfterStep = Callable[[nn.Module, int], None]  # called after pruning step k (1-b
 class PruneContext:
     example: torch.Tensor  # normalised, class-balanced images: the graph is traced on them, Taylor scores too
     labels: torch.Tensor
-    head: str  # the classifier's module name: its outputs are the classes, never pruned
+    head: str | tuple[str, ...]  # the classifier's module name(s): their outputs are the classes, never pruned
     held_out: tuple[torch.Tensor, torch.Tensor] | None = None  # normalised validation images + labels
+    probe: bool = False  # your own model: try each channel group on a copy first, keep whole those that break it
 
     @classmethod
     def random(cls, head: str, shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10) -> PruneContext:
@@ -153,9 +156,9 @@ def _matching(layers: list[tuple[str, nn.Module]], prefixes: tuple[str, ...]) ->
     return ignored
 
 
-def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str) -> list[nn.Module]:
+def _ignored_layers(model: nn.Module, cfg: PruneConfig, head: str | tuple[str, ...]) -> list[nn.Module]:
     names = dict(prunable_layers(model))
-    ignored = _matching(prunable_layers(model), (head, *cfg.ignore))
+    ignored = _matching(prunable_layers(model), ((head,) if isinstance(head, str) else head) + cfg.ignore)
     if structured_policy(model) == "block-internal":
         internal = {f"{n}.conv1" for n, m in model.named_modules() if isinstance(m, BasicBlock)}
         ignored |= set(names) - internal
@@ -179,11 +182,20 @@ def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step
     import torch_pruning as tp
 
     model.eval()  # tracing must not move BatchNorm statistics
+    with torch.no_grad():
+        classes = model(ctx.example[:1]).shape[-1]
+    ignored = _ignored_layers(model, cfg, ctx.head)
+    breaking = breaking_groups(model, ctx.example[:1], ignored) if ctx.probe else []
+    ignored += [model.get_submodule(n) for n in breaking]
+
     pruner = tp.pruner.BasePruner(
         model, ctx.example[:1], importance=_importance(cfg.importance), global_pruning=cfg.scope == "global",
         pruning_ratio=cfg.ratio, max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
-        ignored_layers=_ignored_layers(model, cfg, ctx.head), round_to=cfg.round_to if cfg.round_to > 1 else None,
+        ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None,
     )
+    if whole := breaking + left_whole(pruner, model, ignored):  # your own model's odd layers: say so, keep them
+        print(f"note: prune: torch-pruning cannot remove channels of {len(whole)} layer(s), left whole: "
+              f"{', '.join(whole)}", file=sys.stderr)
     for k in range(1, cfg.steps + 1):
         model.eval()
         if cfg.importance == "taylor":
@@ -191,9 +203,56 @@ def structured(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step
             F.cross_entropy(model(ctx.example), ctx.labels).backward()
         pruner.step()
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            if (now := model.eval()(ctx.example[:1]).shape[-1]) != classes:
+                raise ConfigError(f"prune: structured pruning took the model's outputs from {classes} to {now}: "
+                                  "name the classifier layers in prune.ignore")
         if after_step:
             after_step(model, k)
     return model
+
+
+def breaking_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]) -> list[str]:
+    """Root layers of the channel groups whose pruning leaves a model that no longer runs (an op
+    torch-pruning follows wrongly, e.g. a layer's output added to the input image): each group is
+    pruned alone, by half, on a copy of the model, which then has to run."""
+    import torch_pruning as tp
+
+    names = {id(m): n for n, m in model.named_modules()}
+    skip = [n for n in map(names.get, map(id, ignored)) if n is not None]
+
+    def groups(m: nn.Module) -> Any:
+        pruner = tp.pruner.BasePruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                      pruning_ratio=0.5, ignored_layers=[m.get_submodule(n) for n in skip])
+        return pruner.step(interactive=True)
+
+    def root(m: nn.Module, group: Any) -> str:
+        return {id(x): n for n, x in m.named_modules()}[id(group[0].dep.target.module)]
+
+    roots = [root(model_copy, g) for model_copy in [copy.deepcopy(model)] for g in groups(model_copy)]
+    bad = []
+    for name in roots:
+        trial = copy.deepcopy(model)
+        try:
+            for group in groups(trial):
+                if root(trial, group) == name:
+                    group.prune()
+                    break
+            with torch.no_grad():
+                trial.eval()(example)
+        except Exception:  # whatever breaks: this group stays whole
+            bad.append(name)
+    return bad
+
+
+def left_whole(pruner: Any, model: nn.Module, ignored: list[nn.Module]) -> list[str]:
+    """Conv / linear layers outside ``ignored`` whose output channels belong to no prunable group of
+    torch-pruning's dependency graph (an op it cannot follow, or tied to an ignored layer)."""
+    graph, reached = pruner.DG, set()
+    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        reached |= {dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)}
+    skip = set(map(id, ignored))
+    return [n for n, m in prunable_layers(model) if id(m) not in skip and m not in reached]
 
 
 @register_pruner("blocks")
@@ -202,7 +261,9 @@ def blocks(model: nn.Module, cfg: PruneConfig, ctx: PruneContext, after_step: Af
     candidates = [n for n in removable_blocks(model) if not _matching_block(n, cfg.ignore)]
     if not candidates:
         raise ConfigError(f"prune.method: blocks: this model has no removable residual block "
-                          f"(one whose shortcut is the identity){' outside prune.ignore' if cfg.ignore else ''}")
+                          f"(one whose shortcut is the identity){' outside prune.ignore' if cfg.ignore else ''}; "
+                          "in your own model, mark such a block's class with residual_identity = True "
+                          "(docs/own-model.md)")
     target = int(cfg.ratio * len(candidates) + 0.5)  # half up: ratio 0.5 of one block removes it
     images, labels = ctx.held_out or (ctx.example, ctx.labels)
     removed = 0

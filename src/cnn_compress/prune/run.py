@@ -10,7 +10,8 @@ from cnn_compress.core.config import to_dict
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.data.dataset import Dataset, balanced_subset, normalize
 from cnn_compress.models.checkpoint import Checkpoint
-from cnn_compress.models.zoo import count_macs, count_params, head_name
+from cnn_compress.models.user import is_import_path
+from cnn_compress.models.zoo import count_macs, count_params, head_names
 from cnn_compress.prune.config import PruneConfig
 from cnn_compress.prune.pruning import (
     PRUNERS,
@@ -46,7 +47,9 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
         val_images, val_labels = ds.split("val")
         keep = balanced_subset(val_labels, 32)
         held_out = (normalize(val_images[keep], ds.mean, ds.std), val_labels[keep]) if len(keep) else None
-    ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], head_name(ckpt.arch), held_out)
+    heads = head_names(ckpt.arch, ckpt.model, ckpt.input_shape, ckpt.num_classes)
+    ctx = PruneContext(normalize(images[pick], ds.mean, ds.std), labels[pick], heads, held_out,
+                       probe=is_import_path(ckpt.arch))  # your own model: groups that break it stay whole
     macs_before = count_macs(ckpt.model, ckpt.input_shape)
 
     teacher = load_teacher(step_cfg.distill, ds) if step_cfg is not None else None  # finetune.distill

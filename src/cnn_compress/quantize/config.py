@@ -153,6 +153,31 @@ def parse_format(name: str, raw: Any, key: str) -> FormatConfig:
     return cfg
 
 
+# a format's name is its artifact's name: its file, its benchmark row and its metrics file. The
+# benchmark also lists these artifacts of every variant under their own names (and '<name>+compile',
+# which '+' keeps apart), so a format named like one would overwrite its row.
+BUILT_IN_ARTIFACTS = {"baseline": "trained model", "pruned": "pruned checkpoint", "finetuned": "fine-tuned checkpoint"}
+# export formats (export/config.py FORMATS) share the variant's benchmark table and metrics folder;
+# reserved by family, so an exporter added later is covered too
+EXPORT_NAMES = re.compile(r"onnx|ort_.*|openvino_.*|tensorrt_.*", re.IGNORECASE)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_format_name(name: Any, key: str) -> None:
+    """A format name is a file name and a row key: no path, no clash with the variant's other artifacts."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: a format name must be a non-empty string, got {name!r}")
+    require(_NAME.fullmatch(name) is not None and ".." not in name, key,
+            f"format name {name!r} is not a plain file name (letters, digits, '_', '.', '-', starting with "
+            "a letter or digit; no '/', '\\', '..' or leading '.')")
+    where = f"{key}.{name}"
+    require(name.lower() not in BUILT_IN_ARTIFACTS, where,
+            f"is reserved: the benchmark lists the {BUILT_IN_ARTIFACTS.get(name.lower())} under this name; "
+            "rename the format")
+    require(EXPORT_NAMES.fullmatch(name) is None, where,
+            "is reserved for an export format (export.formats); rename the quantize format")
+
+
 def parse_formats(value: Any, key: str) -> tuple[tuple[str, FormatConfig], ...]:
     """A list of names or a mapping name -> settings, as ordered (name, config) pairs."""
     if isinstance(value, (list, tuple)):
@@ -162,8 +187,7 @@ def parse_formats(value: Any, key: str) -> tuple[tuple[str, FormatConfig], ...]:
     require(isinstance(value, dict), key, f"must be a list of names or a mapping, got {value!r}")
     require(len(value) > 0, key, "must name at least one format")
     for name in value:
-        require(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None, key,
-                f"format names may hold letters, digits, '_', '.', '-', got {name!r}")
+        check_format_name(name, key)
     return tuple((name, parse_format(name, settings, f"{key}.{name}")) for name, settings in value.items())
 
 

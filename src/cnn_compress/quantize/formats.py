@@ -37,7 +37,7 @@ from cnn_compress.core.config import to_dict
 from cnn_compress.core.errors import UnsupportedFormatError
 from cnn_compress.data.dataset import Dataset
 from cnn_compress.models.checkpoint import Checkpoint, save_checkpoint
-from cnn_compress.models.zoo import head_name
+from cnn_compress.models.zoo import head_names
 from cnn_compress.prune.pruning import sparsity_masks
 from cnn_compress.quantize import ranges
 from cnn_compress.quantize.config import (
@@ -161,12 +161,32 @@ def drop_unused_tensors(graph: torch.fx.GraphModule) -> int:
     return freed
 
 
+# Node metadata torch.export writes that differs between runs of the same inputs: ``from_node``
+# (each node's pass history) holds ``graph_id``, the Python id() of a graph object, new in every
+# process; ``stack_trace`` holds the absolute paths of this checkout and of the virtualenv, so a
+# clone in another folder would hash differently. Neither is read when the program is loaded or run.
+UNSTABLE_NODE_META = ("from_node", "stack_trace")
+
+
+def strip_unstable_meta(program: torch.export.ExportedProgram) -> int:
+    """Drop :data:`UNSTABLE_NODE_META` from every node (nested graphs included), so the same
+    inputs give a byte-identical ``.pt2``; returns how many entries went."""
+    dropped = 0
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:
+                for key in UNSTABLE_NODE_META:
+                    dropped += node.meta.pop(key, None) is not None
+    return dropped
+
+
 def save_exported(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """Save a ``torch.export`` program with a dynamic batch (the example is cloned: a slice
-    would drag its whole base tensor into the archive)."""
+    would drag its whole base tensor into the archive), byte-reproducible (no per-run metadata)."""
     if isinstance(model, torch.fx.GraphModule):
         drop_unused_tensors(model)
     program = torch.export.export(model, (example.clone(),), dynamic_shapes=(_batch_dim(),))
+    strip_unstable_meta(program)
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic.write_bytes(path, buf.getvalue())
@@ -233,7 +253,7 @@ def _check_modules(model: torch.nn.Module, names: tuple[str, ...], key: str) -> 
 
 @register_handler(Int8MixedConfig, ".pt2", "torchao-pt2e-x86-inductor", requires=_x86_int8)
 def _int8_mixed(ckpt: Checkpoint, fmt: Int8MixedConfig, ctx: QuantContext, path: Path) -> dict[str, Any]:
-    keep = fmt.float_modules or (head_name(ckpt.arch),)
+    keep = fmt.float_modules or head_names(ckpt.arch, ckpt.model, ckpt.input_shape, ckpt.num_classes)
     _check_modules(ckpt.model, keep, f"quantize.formats.{path.stem}.float_modules")
     _pt2e_static(ckpt, ctx, path, path.stem, keep)
     return {"float_modules": list(keep)}
@@ -289,7 +309,7 @@ def _int8_qat(ckpt: Checkpoint, fmt: Int8QatConfig, ctx: QuantContext, path: Pat
     # fake quantization simulates the integer grid in float32: no autocast (bf16 has 8 significant bits)
     cfg = dataclasses.replace(ctx.finetune, epochs=fmt.epochs, lr=fmt.lr, amp="off")
     history = train_model(prepared, ctx.ds, cfg, masks=masks, resume=path, teacher=ctx.teacher,
-                          run_key=to_dict(fmt))
+                          run_key=to_dict(fmt), label=f"QAT {path.stem}")
     move_exported_model_to_eval(prepared)
     with _fold_only_present_convs(prepared):
         converted = convert_pt2e(prepared)
@@ -328,7 +348,8 @@ def fixed_point(ckpt: Checkpoint, cfg: FixedConfig, calib: torch.Tensor,
         masks = {(f"{k[:-len('weight')]}parametrizations.weight.original" if k in quantized else k): v
                  for k, v in masks.items()}
         ste = dataclasses.replace(finetune or FinetuneConfig(), epochs=cfg.epochs, lr=cfg.lr, amp="off")  # float32 grid
-        train_model(model, ds, ste, masks=masks, resume=resume, teacher=teacher, run_key=[to_dict(cfg), layers])
+        train_model(model, ds, ste, masks=masks, resume=resume, teacher=teacher, run_key=[to_dict(cfg), layers],
+                    label=f"fixed-point fine-tuning {Path(resume).stem if resume else f'fixed{bits}'}")
         calibrate(chunks())  # activation ranges of the fine-tuned weights
     grids = fq.bake()
     config = {"format": "fixed", "settings": to_dict(cfg), "layers": layers}

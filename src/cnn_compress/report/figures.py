@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from cnn_compress.core import atomic  # noqa: E402
 from cnn_compress.report.tables import pareto  # noqa: E402
@@ -34,6 +35,17 @@ def save_figure(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _plain_log(axis: Any) -> None:
+    """Log-axis ticks as plain numbers (0.5, 2, 50), not 5x10^-1 / 2x10^0: read at a glance. Over
+    more than a decade only the 2s and 5s between the powers of ten are labelled, so labels do not
+    overprint; within one, every tick."""
+    low, high = sorted(axis.get_view_interval())
+    wide = low > 0 and high / low > 10
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if not wide or f"{v:g}".lstrip("0.")[:1] in "25"
+                                           else ""))
+
+
 def _legend(ax: Any, **kwargs: Any) -> None:
     """A legend only when something is labelled (matplotlib warns on an empty one)."""
     if ax.get_legend_handles_labels()[0]:
@@ -56,6 +68,7 @@ def accuracy_vs_size(frame: pd.DataFrame, path: Path) -> None:
     ax.plot(*zip(*sorted(zip(frame[front]["ccz_kib"], frame[front]["top1"], strict=False)), strict=False), color="grey", lw=0.8, ls="--")
     ax.set(xscale="log", xlabel="true compressed size (KiB, log)", ylabel="top-1 (%)",
            title="Accuracy vs compressed size (labelled: Pareto front)")
+    _plain_log(ax.xaxis)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7, title="variant", title_fontsize=7)
     save_figure(fig, path)
@@ -67,6 +80,7 @@ def latency(frame: pd.DataFrame, path: Path) -> None:
     ax.barh(labels, frame["ms_b1"], label="median")
     ax.scatter(frame["p90_b1"], labels, color="black", marker="|", s=80, label="p90", zorder=3)
     ax.set(xscale="log", xlabel="latency at batch 1 (ms, log)", title="Latency per artifact")
+    _plain_log(ax.xaxis)
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
     _legend(ax)
@@ -84,17 +98,24 @@ def sparsity(per_variant: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 def curves(train: list[dict[str, Any]], finetunes: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training, then each variant's fine-tuning after it on one epoch axis. Every epoch is a
+    marker: a one-epoch fine-tune (the usual default) is a point, not an invisible line."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     offset = len(train)
     for label, rows, shift in [("train", train, 0)] + [(f"finetune {v}", r, offset) for v, r in finetunes.items()]:
         if not rows:
             continue
         epochs = [r["epoch"] + shift for r in rows]
-        ax1.plot(epochs, [r["train_loss"] for r in rows], label=label)
+        style = {"label": label, "marker": "o", "ms": 3}
+        ax1.plot(epochs, [r["train_loss"] for r in rows], **style)
         if "val_acc" in rows[0]:
-            ax2.plot(epochs, [r["val_acc"] for r in rows], label=label)
-    ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
+            ax2.plot(epochs, [r["val_acc"] for r in rows], **style)
+    ax1.set(xlabel="epoch", ylabel="training loss (log)", yscale="log")
+    _plain_log(ax1.yaxis)
     ax2.set(xlabel="epoch", ylabel="val top-1 (%)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     _legend(ax1, fontsize=7)
     _legend(ax2, fontsize=7)
     save_figure(fig, path)

@@ -7,7 +7,10 @@ normalised float32 batch and returns float32 logits, so accuracy and timing code
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +87,41 @@ def _torch_checkpoint(path: Path, threads: int) -> Runner:
     return Runner(predict, f"torch-eager-{ckpt.dtype}", model, dtype)
 
 
+def check_archive(path: Path) -> None:
+    """Read every member of a ``.pt2`` (a zip archive) against its CRC-32 before loading it.
+
+    torch stores the members uncompressed and never checks their CRCs: a weight overwritten on
+    disk or in a remote loads and runs with wrong values, and a truncated file ends in a
+    BadZipFile traceback. Both are one CheckpointError here. A file cut short no longer ends
+    with its end-of-archive record (torch writes no comment after it); zipfile alone would
+    find the record of the zip nested inside (the sample inputs) and read that one instead.
+    """
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - 22, 0))
+        if f.read(4) != b"PK\x05\x06":
+            raise CheckpointError(f"{path}: corrupt torch.export program (cut short: it does not end with "
+                                  "the zip end-of-archive record)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # BadZipFile, EOFError, zlib.error, OSError...: all say the file is damaged
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise CheckpointError(f"{path}: corrupt torch.export program (not a readable zip archive: {detail})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt torch.export program (member {bad} fails its CRC-32 check)")
+
+
+@contextlib.contextmanager
+def _quiet_export_log() -> Iterator[None]:
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @register_runtime(".pt2")
 def _torch_export(path: Path, threads: int) -> Runner:
     torch.set_num_threads(threads)
@@ -91,8 +129,10 @@ def _torch_export(path: Path, threads: int) -> Runner:
     # torchao tensor subclasses import torchao themselves)
     from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
+    check_archive(path)
     try:
-        module = torch.export.load(path).module()
+        with _quiet_export_log():  # torch logs the whole traceback of a failed load as a warning
+            module = torch.export.load(path).module()
     except Exception as exc:
         raise CheckpointError(f"{path}: corrupt torch.export program ({type(exc).__name__})") from None
 
@@ -110,6 +150,7 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # its documented best for CPU inference
     # idle pool threads sleep instead of spinning: several runtimes timed in turn in one process
     # would otherwise compete with ONNX Runtime's spinning threads for the same cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -127,18 +168,14 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
 
 @register_runtime(".xml")
 def _openvino(path: Path, threads: int) -> Runner:
-    """An OpenVINO IR on the CPU: one infer request reused, inputs shared without a copy."""
+    """An OpenVINO IR on the CPU, as OpenVINO recommends for a fixed deployment shape: reshaped to a
+    static batch and compiled once per batch size it meets (one infer request each, inputs shared
+    without a copy). The first call at a new size compiles: timing warms each size up first."""
     import openvino as ov
 
     from cnn_compress.runtimes import ov_runtime
 
-    request = ov_runtime.compile_cpu(path, threads).create_infer_request()
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        request.infer({0: x.contiguous().numpy()}, share_inputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
-
-    return Runner(predict, f"openvino-{ov.get_version().split('-')[0]}-cpu")
+    return Runner(ov_runtime.StaticShapes(path, threads), f"openvino-{ov.get_version().split('-')[0]}-cpu")
 
 
 @register_runtime(".engine")

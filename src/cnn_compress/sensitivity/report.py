@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cnn_compress.report.figures import save_figure  # noqa: E402
 
-# the CSV of a switched-off stage still has the plotted columns (DVC reads an empty file as an error)
-# and says why it is empty, so the plot page does not show a bare axis
+# the CSV of a switched-off stage keeps the columns and says why it has no layers (the plots page shows
+# the heatmap only: a Vega chart of this one row was an empty placeholder)
 EMPTY_ROW = {"index": 0, "layer": "(off: no ratios or bits set)", "params": 0, "worst_prune": 0.0,
              "worst_bits": 0.0}
 
@@ -58,23 +58,35 @@ def metrics(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def heatmap(table: dict[str, Any], path: Path) -> None:
-    """Layers x settings, coloured by the points lost (PNG)."""
+    """Layers x settings, coloured by the points lost (PNG); when nothing was measured, a note sized
+    to its text (the plots page lists this file either way)."""
     rows, cols = table["layers"], columns(table)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * max(len(cols), 1), 1.2 + 0.28 * max(len(rows), 1)))
-    if rows and cols:
-        base = table["baseline_top1"]
-        grid = [[base - row[kind][key] for kind, key, _ in cols] for row in rows]
-        im = ax.imshow(grid, cmap="magma_r", aspect="auto", vmin=0)
-        for i, line in enumerate(grid):
-            for j, v in enumerate(line):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6,
-                        color="white" if v > 0.6 * max(max(g) for g in grid) else "black")
-        ax.set_xticks(range(len(cols)), [label for *_, label in cols], rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(rows)), [row["layer"] for row in rows], fontsize=7)
-        fig.colorbar(im, ax=ax, label="top-1 points lost")
-        ax.set_title(f"Per-layer sensitivity ({table['images']} {table['split']} images, "
-                     f"reference {base:.2f}%)", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no sensitivity measured (sensitivity.ratios and .bits are empty)", ha="center")
-        ax.set_axis_off()
+    if not (rows and cols):
+        _placeholder(path)
+        return
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * len(cols), 1.2 + 0.28 * len(rows)))
+    base = table["baseline_top1"]
+    grid = [[base - row[kind][key] for kind, key, _ in cols] for row in rows]
+    im = ax.imshow(grid, cmap="magma_r", aspect="auto", vmin=0)
+    for i, line in enumerate(grid):
+        for j, v in enumerate(line):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6,
+                    color="white" if v > 0.6 * max(max(g) for g in grid) else "black")
+    ax.set_xticks(range(len(cols)), [label for *_, label in cols], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [row["layer"] for row in rows], fontsize=7)
+    fig.colorbar(im, ax=ax, label="top-1 points lost")
+    ax.set_title(f"Per-layer sensitivity ({table['images']} {table['split']} images, "
+                 f"reference {base:.2f}%)", fontsize=8)
+    save_figure(fig, path)
+
+
+PLACEHOLDER = ("Per-layer sensitivity: off",
+               "sensitivity.ratios and sensitivity.bits are empty in params.yaml;\n"
+               "set them (e.g. ratios: [0.5, 0.9], bits: [4]) to score each layer pruned or quantized alone.")
+
+
+def _placeholder(path: Path) -> None:
+    fig = plt.figure(figsize=(6.4, 1.3))
+    fig.text(0.03, 0.72, PLACEHOLDER[0], fontsize=11, weight="bold", va="center")
+    fig.text(0.03, 0.35, PLACEHOLDER[1], fontsize=8.5, va="center", linespacing=1.5)
     save_figure(fig, path)

@@ -79,6 +79,19 @@ def provenance(study: str, cfg: Any, have_published: bool, unit: str = "") -> st
             f"do not edit by hand. {src}")
 
 
+def scale_note(cfg: Any, prepared: Path = Path("data/prepared/meta.json")) -> list[str]:
+    """At ``scale: smoke``, the paragraph that says so under the title of results.md (else nothing):
+    its tiny data and two-epoch model check the plumbing, their numbers mean nothing."""
+    if getattr(cfg, "scale", None) != "smoke":
+        return []
+    try:
+        test = f"{int(json.loads(prepared.read_text())['split_sizes']['test']):,} test images"
+    except (OSError, ValueError, KeyError, TypeError):
+        test = "a few dozen test images"
+    return [f"**Smoke scale: plumbing only.** {test}, a model trained for a few epochs: these numbers show that "
+            "every stage runs end to end, not what the methods do. The `cpu` and `paper` folders hold results.\n"]
+
+
 def markdown(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
     """A frame as a GitHub table (pandas + tabulate): integer columns as integers, blanks for
     missing values."""
@@ -121,11 +134,17 @@ def side_by_side(ours: pd.DataFrame, pub: pd.DataFrame | None, keys: list[str], 
     return pd.concat([out, frame[extra]], axis=1).sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+# every study's turn in a timing round: an untimed call, then calls back to back for this long (a
+# model in steady use, as benchmark_app runs it); one cold call per turn measured what ran before it
+BURST_MS = 20.0
+
+
 def time_together(files: dict[str, Path], ds: Any, threads: int, rounds: int, max_seconds: float,
-                  compiled: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+                  compiled: frozenset[str] = frozenset(), burst_ms: float = BURST_MS) -> dict[str, dict[str, Any]]:
     """Median and 95% interval (ms, batch 1) of every artifact, timed interleaved in this process
-    (round-robin rounds), so ratios between them hold when the machine drifts; the keys in
-    ``compiled`` run under ``torch.compile`` (inductor, frozen weights)."""
+    (round-robin rounds of ``burst_ms`` turns, the deploy study's method), so ratios between them
+    hold when the machine drifts; the keys in ``compiled`` run under ``torch.compile`` (inductor,
+    frozen weights)."""
     import statistics
 
     import torch
@@ -138,7 +157,7 @@ def time_together(files: dict[str, Path], ds: Any, threads: int, rounds: int, ma
     timed = {key: Timed(load_runner(path, threads, (1,) if key in compiled else ()).predict)
              for key, path in files.items()}
     bench = BenchmarkConfig(batch_sizes=(1,), warmup=2, repeats=rounds, max_seconds=max_seconds, threads=threads)
-    time_interleaved(timed, timing_inputs(ds, (1,)), bench)
+    time_interleaved(timed, timing_inputs(ds, (1,)), bench, burst_ms)
     out = {}
     for key, t in timed.items():
         lo, hi = median_ci95(t.times[1])

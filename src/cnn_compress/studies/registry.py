@@ -16,7 +16,7 @@ from typing import Any
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.core.registry import Registry
 
-SHARED = ("__init__", "registry", "common")  # modules every study uses; not studies themselves
+SHARED = ("__init__", "registry", "common", "checks")  # modules every study uses; not studies themselves
 
 
 @dataclass(frozen=True)

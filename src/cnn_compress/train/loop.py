@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cnn_compress.core.errors import ConfigError
+from cnn_compress.core.errors import ConfigError, DivergedError
 from cnn_compress.data.dataset import Dataset, augment, batches, normalize
 from cnn_compress.data.evaluation import predict_logits, score
 from cnn_compress.train.config import TrainConfig
@@ -140,16 +140,20 @@ def train_model(
     teacher: nn.Module | None = None,
     stats: dict[str, float] | None = None,
     run_key: Any = None,
+    label: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train in place; return one row per epoch (loss, accuracy, val loss/accuracy, lr).
 
     ``resume`` names the output this run produces: after every epoch the full state (weights,
     optimizer, generator, RNG, history) is saved under that name, and a run killed mid-way
-    continues from its last completed epoch to the same bytes (``train/resume.py``). With a
-    ``teacher`` and ``cfg.distill.weight`` > 0 the loss also matches the teacher's soft outputs.
+    continues from its last completed epoch to the same bytes (``train/resume.py``); a second
+    process training the same output meanwhile stops with ``BusyError``. With a ``teacher`` and
+    ``cfg.distill.weight`` > 0 the loss also matches the teacher's soft outputs.
     ``stats``, when given, receives the images trained on and the seconds the training steps took
     (validation excluded): the run's throughput, which never enters the returned history.
     ``run_key``: settings outside ``cfg`` and the weights that shape the run, for the resume key.
+    ``label``: what trains, for the per-epoch log lines, the bar and errors (``cfg.SECTION`` when
+    None: train, finetune; ``QAT``...). A non-finite loss or weight stops it with ``DivergedError``.
 
     Under ``torchrun`` each rank takes its share of every global batch (the same shuffled order
     on all ranks) and DistributedDataParallel averages the gradients, so ``batch_size`` stays the
@@ -158,78 +162,139 @@ def train_model(
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     model.to(device)
-    net = model
-    if world > 1:
-        net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
-    masks = {k: v.to(device) for k, v in (masks or {}).items()}
-    x_all, y_all = (t.to(device) for t in ds.split("train"))
-    opt = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
-    )
-    order = torch.Generator().manual_seed(cfg.seed)  # identical on every rank: the same batches
-    aug = order if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
-    per_epoch = math.ceil(len(y_all) / cfg.batch_size)
-    per_epoch = min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch
-    total = cfg.epochs * per_epoch
+    run = _Run(model, ds, cfg, device, rank, world, label or cfg.SECTION)
+    run.masks = {k: v.to(device) for k, v in (masks or {}).items()}
     distill = getattr(cfg, "distill", None)
-    teacher = teacher.to(device).eval() if teacher is not None and distill is not None and distill.weight else None
-    state = Resume.for_run(resume if world == 1 else None, cfg, model, (x_all, y_all), masks, teacher, run_key)
-    precision = Precision(cfg, device)
-    start, step, history = _restore(state, model, opt, order, precision)
-    bar = tqdm(range(start, cfg.epochs), desc=cfg.SECTION, unit="epoch", initial=start, total=cfg.epochs,
-               disable=not sys.stderr.isatty() or rank > 0)
-    for epoch in bar:
+    run.teacher = teacher.to(device).eval() if teacher is not None and distill is not None and distill.weight else None
+    state = Resume.for_run(resume if world == 1 else None, cfg, model, (run.x_all, run.y_all), run.masks,
+                           run.teacher, run_key)
+    if state is None:
+        return run.epochs(None, stats)
+    with state.held():  # one process per output: another `dvc repro` beside this one stops at once
+        history = run.epochs(state, stats)
+        state.finish()
+    return history
+
+
+class _Run:
+    """One training run's fixed parts (data, optimizer, generators, schedule) and its epochs."""
+
+    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device, rank: int,
+                 world: int, label: str) -> None:
+        self.model, self.ds, self.cfg, self.device, self.rank, self.world = model, ds, cfg, device, rank, world
+        self.label = label
+        self.net = model
+        if world > 1:
+            self.net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
+                                               if device.type == "cuda" else None)
+        self.masks: dict[str, torch.Tensor] = {}
+        self.teacher: nn.Module | None = None
+        self.x_all, self.y_all = (t.to(device) for t in ds.split("train"))
+        self.opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+        )
+        self.order = torch.Generator().manual_seed(cfg.seed)  # identical on every rank: the same batches
+        self.aug = self.order if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
+        per_epoch = math.ceil(len(self.y_all) / cfg.batch_size)
+        self.per_epoch = min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch
+        self.total = cfg.epochs * self.per_epoch
+        self.precision = Precision(cfg, device)
+
+    def epochs(self, state: Resume | None, stats: dict[str, float] | None) -> list[dict[str, Any]]:
+        cfg, model = self.cfg, self.model
+        start, step, history = _restore(state, model, self.opt, self.order, self.precision)
+        on_terminal = sys.stderr.isatty() and self.rank == 0
+        bar = tqdm(range(start, cfg.epochs), desc=self.label, unit="epoch", initial=start, total=cfg.epochs,
+                   disable=not on_terminal)
+        for epoch in bar:
+            started = time.perf_counter()
+            step, lr, sums = self.epoch(epoch, step)
+            loss_sum, correct, seen = sums.tolist()
+            seconds = time.perf_counter() - started
+            if stats is not None:
+                stats["images"] = stats.get("images", 0.0) + seen
+                stats["seconds"] = stats.get("seconds", 0.0) + seconds
+            self.check_finite(epoch, loss_sum / max(seen, 1))
+            row = {"epoch": epoch + 1, "lr": round(lr, 8), "train_loss": round(loss_sum / max(seen, 1), 6),
+                   "train_acc": round(100.0 * correct / max(seen, 1), 4)}
+            if len(self.ds.splits["val"]):
+                val = evaluate(model, self.ds, "val")
+                row |= {"val_loss": val["loss"], "val_acc": val["top1"]}
+            history.append(row)
+            bar.set_postfix(loss=row["train_loss"], val_acc=row.get("val_acc"))
+            if self.rank == 0:  # one line per epoch in logs too, where no bar is drawn
+                line = epoch_line(self.label, row, cfg.epochs, time.perf_counter() - started)
+                if on_terminal:
+                    bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr, flush=True)
+            if state is not None:
+                state.save({"epoch": epoch + 1, "step": step, "history": history, "optimizer": self.opt.state_dict(),
+                            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                            "generator": self.order.get_state(), "torch_rng": torch.get_rng_state(),
+                            "scaler": self.precision.scaler.state_dict() if self.precision.scaler else {}})
+        model.cpu().eval()
+        return history
+
+    def epoch(self, epoch: int, step: int) -> tuple[int, float, torch.Tensor]:
+        """One pass: (step after it, last lr, [loss * n, correct, n] summed over every rank)."""
+        cfg, model, ds, world = self.cfg, self.model, self.ds, self.world
         model.train()
         _hold_frozen_batchnorm(model)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         lr = cfg.lr
-        started = time.perf_counter()
-        for i, idx in enumerate(batches(len(y_all), cfg.batch_size, order)):
-            if i >= per_epoch:  # the shuffled order still advances: the next epoch sees other images
+        for i, idx in enumerate(batches(len(self.y_all), cfg.batch_size, self.order)):
+            if i >= self.per_epoch:  # the shuffled order still advances: the next epoch sees other images
                 break
             if len(idx) < 2 * world:  # BatchNorm cannot train on a single image per rank
                 continue
-            idx = idx[rank::world].to(device)
-            lr = cosine_lr(cfg.lr, step, total)
-            for group in opt.param_groups:
+            idx = idx[self.rank::world].to(self.device)
+            lr = cosine_lr(cfg.lr, step, self.total)
+            for group in self.opt.param_groups:
                 group["lr"] = lr
-            x = augment(normalize(x_all[idx], ds.mean, ds.std), cfg.crop_pad, cfg.flip, aug, cfg.cutout)
-            y = y_all[idx]
-            with precision.autocast():  # the forward passes; the losses in float32
-                logits = net(x)
+            x = augment(normalize(self.x_all[idx], ds.mean, ds.std), cfg.crop_pad, cfg.flip, self.aug, cfg.cutout)
+            y = self.y_all[idx]
+            with self.precision.autocast():  # the forward passes; the losses in float32
+                logits = self.net(x)
                 with torch.no_grad():
-                    soft = teacher(x) if teacher is not None else None
+                    soft = self.teacher(x) if self.teacher is not None else None
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if soft is not None:
-                loss = distill_loss(logits.float(), soft.float(), loss, distill)
-            precision.step(loss, opt)
-            if masks:
-                apply_masks(model, masks)
+                loss = distill_loss(logits.float(), soft.float(), loss, cfg.distill)  # type: ignore[attr-defined]
+            value = loss.item()
+            if world == 1 and not math.isfinite(value):  # under torchrun every rank stops at the epoch's end
+                raise self.diverged(epoch, f"loss {value} at step {i + 1}")
+            self.precision.step(loss, self.opt)
+            if self.masks:
+                apply_masks(model, self.masks)
             step += 1
-            sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)])
+            sums += torch.tensor([value * len(y), (logits.argmax(1) == y).sum().item(), len(y)])
         if world > 1:
             dist.all_reduce(sums)
-        loss_sum, correct, seen = sums.tolist()
-        if stats is not None:
-            stats["images"] = stats.get("images", 0.0) + seen
-            stats["seconds"] = stats.get("seconds", 0.0) + time.perf_counter() - started
-        row = {"epoch": epoch + 1, "lr": round(lr, 8), "train_loss": round(loss_sum / max(seen, 1), 6),
-               "train_acc": round(100.0 * correct / max(seen, 1), 4)}
-        if len(ds.splits["val"]):
-            val = evaluate(model, ds, "val")
-            row |= {"val_loss": val["loss"], "val_acc": val["top1"]}
-        history.append(row)
-        bar.set_postfix(loss=row["train_loss"], val_acc=row.get("val_acc"))
-        if state is not None:
-            state.save({"epoch": epoch + 1, "step": step, "history": history, "optimizer": opt.state_dict(),
-                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "generator": order.get_state(), "torch_rng": torch.get_rng_state(),
-                        "scaler": precision.scaler.state_dict() if precision.scaler else {}})
-    model.cpu().eval()
-    if state is not None:
-        state.finish()
-    return history
+        return step, lr, sums
+
+    def check_finite(self, epoch: int, mean_loss: float) -> None:
+        """A NaN or infinite loss or weight ends the run here, before its state is saved."""
+        if not math.isfinite(mean_loss):
+            raise self.diverged(epoch, f"mean loss {mean_loss}")
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise self.diverged(epoch, f"weight {name} is not finite")
+
+    def diverged(self, epoch: int, what: str) -> DivergedError:
+        stage = os.environ.get("DVC_STAGE")
+        where = f"{self.label} (stage {stage})" if stage else self.label
+        return DivergedError(f"{where}: training diverged in epoch {epoch + 1}/{self.cfg.epochs} ({what}); "
+                             f"lower the learning rate (lr {self.cfg.lr:g}) and run again")
+
+
+def epoch_line(label: str, row: dict[str, Any], epochs: int, seconds: float) -> str:
+    """``finetune epoch 2/5: loss 0.1234, train 97.10%, val 98.00%, lr 0.005, 3.1 s``: the log's
+    record of a run, one line per epoch (the bar is drawn on terminals only)."""
+    val = f", val {row['val_acc']:.2f}%" if "val_acc" in row else ""
+    return (f"{label} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train {row['train_acc']:.2f}%"
+            f"{val}, lr {row['lr']:.3g}, {seconds:.1f} s")
 
 
 def _restore(state: Resume | None, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator,

@@ -7,14 +7,21 @@ a digest of everything the run starts from: the resolved training settings, the 
 buffers, the pruning masks and the data. A changed param or upstream artifact therefore never
 picks up stale state; state of another configuration of the same output, or a file that does not
 load, is dropped with a warning. The file is removed when training completes.
+
+While it trains, a process holds a lock on its output (``<output>.lock`` beside the state): a second
+process training the same output (a ``dvc repro`` started beside one still running) stops with one
+line instead of writing the same state and output.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ import torch
 
 from cnn_compress.core import atomic
 from cnn_compress.core.config import to_dict
+from cnn_compress.core.errors import BusyError
 
 KEYS = ("epoch", "step", "history", "model", "optimizer", "generator", "torch_rng")
 
@@ -69,8 +77,10 @@ class Resume:
 
     def __init__(self, output: str | os.PathLike[str], digest: str) -> None:
         root = Path(os.environ.get("CNN_COMPRESS_RESUME_DIR", ".resume"))
+        self.output = str(output)
         self.slug = str(Path(output)).replace(os.sep, "__").replace("/", "__").lstrip(".") or "run"
         self.path = root / f"{self.slug}.{digest}.pt"
+        self.lock_path = root / f"{self.slug}.lock"  # per output, not per digest: any run of it writes it
 
     @classmethod
     def for_run(cls, output: str | os.PathLike[str] | None, cfg: Any, model: torch.nn.Module,
@@ -83,7 +93,7 @@ class Resume:
     def _others(self) -> list[Path]:
         if not self.path.parent.is_dir():
             return []
-        return [p for p in self.path.parent.glob(f"*{self.slug}.*") if p != self.path
+        return [p for p in self.path.parent.glob(f"*{self.slug}.*") if p != self.path and p != self.lock_path
                 and (p.name.startswith(f"{self.slug}.") or p.name.startswith(f".{self.slug}."))]
 
     def load(self) -> dict[str, Any] | None:
@@ -103,6 +113,42 @@ class Resume:
             self.path.unlink(missing_ok=True)
             return None
         return state
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold this output's lock while training it; ``BusyError`` when another process holds it."""
+        fd = self._lock()
+        try:
+            yield
+        finally:
+            self.lock_path.unlink(missing_ok=True)  # still ours: a process that opened it re-checks
+            os.close(fd)
+            with contextlib.suppress(OSError):  # another output's run may be using the folder
+                if not any(self.path.parent.iterdir()):
+                    self.path.parent.rmdir()
+
+    def _lock(self) -> int:
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder went with another run's end: make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise BusyError(f"{self.lock_path}: another process (pid {holder}) is training {self.output} now; "
+                                "wait for it or stop it, then run again") from None
+            try:  # the file may have gone (its holder finished) between open and lock: lock the current one
+                if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, str(os.getpid()).encode())
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def save(self, state: dict[str, Any]) -> None:
         with atomic.atomic_path(self.path) as tmp:

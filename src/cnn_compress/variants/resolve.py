@@ -23,7 +23,7 @@ from cnn_compress.core import atomic
 from cnn_compress.core.config import parse_section, require, to_dict
 from cnn_compress.core.errors import ConfigError
 from cnn_compress.core.names import select_names
-from cnn_compress.export.config import ExportConfig
+from cnn_compress.export.config import ExportConfig, unavailable
 from cnn_compress.measure.config import BenchmarkConfig
 from cnn_compress.prune.config import PRUNABLE_AFTER_QUANTIZE, PruneConfig
 from cnn_compress.quantize.config import FixedConfig, QuantizeConfig
@@ -142,6 +142,18 @@ def resolve_all(params: dict[str, Any], table: dict[str, Any] | None = None) -> 
     for section, cls in BASE_SECTIONS.items():  # a bad base key is named as such, once
         parse_section(cls, params.get(section) or {})
     return {name: resolve_variant(params, name, over, table) for name, over in variant_overrides(params).items()}
+
+
+def check_machine(params: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Refuse a variant whose export formats this machine cannot build (TensorRT without a GPU...)
+    now, not at its export stage after prune, finetune and quantize have run."""
+    overrides = variant_overrides(params)
+    for name, stages in resolved.items():
+        for fmt in stages["export"]["export"]["formats"]:
+            if reason := unavailable(fmt):
+                key = f"variants.{name}.export.formats" if "formats" in overrides[name].get("export", {}) \
+                    else f"export.formats (variant {name})"
+                raise ConfigError(f"{key}: {fmt} cannot run on this machine: {reason}")
 
 
 def write_configs(resolved: dict[str, dict[str, dict[str, Any]]], root: Path = CONFIG_DIR) -> list[Path]:

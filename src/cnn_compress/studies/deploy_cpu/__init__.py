@@ -8,6 +8,11 @@ variant's benchmark stage (measured from the artifact); this module times all of
 FP32 model timed twice as a control. It also measures the runtime's practical FP32 and INT8
 peak (a large convolution stack through OpenVINO) to say how close each artifact gets, and
 profiles the fastest artifact per layer.
+
+The review protocol (``protocol.py``, docs in studies/deploy-cpu/README.md): choices read the
+``select`` split and shown accuracies the ``report`` split when the data has them; the dense
+reference's fine-tuning budget is checked against every variant's; the dense OpenVINO INT8 anchor
+and the winner are timed again by ``benchmark_app`` and must agree with the harness within 15%.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ from cnn_compress.measure.benchmark import (
 from cnn_compress.measure.config import BenchmarkConfig
 from cnn_compress.prune.config import PruneConfig
 from cnn_compress.runtimes.runners import load_runner
+from cnn_compress.studies.common import BURST_MS
+from cnn_compress.studies.deploy_cpu import protocol
 from cnn_compress.studies.registry import StudyContext, register_study
 
 # artifact name -> (runtime, precision): the cells of the study's grid
@@ -60,7 +67,9 @@ class DeployConfig:
     peak: bool = True  # measure the runtime's FP32 / INT8 peak on a large convolution stack
     profile_runs: int = 50
     # each artifact's turn in a round: an untimed call, then calls back to back for this long (0: one cold call)
-    burst_ms: float = 20.0
+    burst_ms: float = BURST_MS
+    cross_check: bool = True  # time the dense OpenVINO INT8 anchor and the winner with benchmark_app too
+    cross_check_seconds: int = 3  # benchmark_app -t, per artifact, batch size and thread count
 
     def __post_init__(self) -> None:
         require(len(self.threads) > 0 and all(t >= 1 for t in self.threads), f"{self.SECTION}.threads", "must be >= 1")
@@ -69,6 +78,8 @@ class DeployConfig:
         require(self.rounds >= 3, f"{self.SECTION}.rounds", "must be >= 3")
         require(self.max_seconds > 0, f"{self.SECTION}.max_seconds", "must be > 0")
         require(self.burst_ms >= 0, f"{self.SECTION}.burst_ms", f"must be >= 0, got {self.burst_ms}")
+        require(self.cross_check_seconds >= 1, f"{self.SECTION}.cross_check_seconds",
+                f"must be >= 1, got {self.cross_check_seconds}")
 
 
 @dataclass
@@ -193,7 +204,8 @@ def build_frame(cells: list[Cell], timings: dict[int, dict], peaks: dict[int, di
         ratio = ratios.get(cell.variant, 0.0)
         rec = {"variant": cell.variant, "method": (methods or {}).get(cell.variant, "") if ratio else "none",
                "ratio": ratio, "artifact": cell.name,
-               "runtime": runtime, "precision": precision, "top1": s["top1"], "sparsity": s["sparsity"],
+               "runtime": runtime, "precision": precision, "top1": s["top1"],
+               "top1_select": s.get("top1_select", s["top1"]), "sparsity": s["sparsity"],
                "mmacs": round(s["macs"] / 1e6, 2), "kib": round(s["size_bytes"] / 1024, 1),
                "ccz_kib": round(s.get("size_compressed_bytes", 0) / 1024, 1)}
         for t, times in timings.items():
@@ -223,7 +235,8 @@ def add_finetune(frame: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 
 
 def add_comparisons(frame: pd.DataFrame, cfg: DeployConfig) -> dict[str, float]:
-    """Drop against dense FP32 eager, speedups against the three anchors, the Pareto fronts."""
+    """Drop against dense FP32 eager (on the reported split, and on the choosing one as
+    ``drop_select``), speedups against the three anchors, the Pareto fronts."""
     small, large, t = min(cfg.batch_sizes), max(cfg.batch_sizes), min(cfg.threads)
     dense = frame[frame.variant == cfg.dense].set_index("artifact")
     missing = [a for a in ANCHORS.values() if a not in dense.index]
@@ -232,6 +245,10 @@ def add_comparisons(frame: pd.DataFrame, cfg: DeployConfig) -> dict[str, float]:
                         "(quantize.formats needs fp32 and int8_static, export.formats ort_int8 and openvino_int8)")
     ref_top1 = float(dense.loc["finetuned", "top1"])
     frame["drop"] = (ref_top1 - frame["top1"]).round(2)
+    if "top1_select" not in frame:  # one split for both (a table made before the selection split)
+        frame["top1_select"] = frame["top1"]
+    frame["drop_select"] = (float(frame.loc[(frame.variant == cfg.dense) & (frame.artifact == "finetuned"),
+                                            "top1_select"].iloc[0]) - frame["top1_select"]).round(2)
     lat, ips = f"ms_b{small}_t{t}", f"ips_b{large}_t{t}"
     for label, name in ANCHORS.items():
         frame[f"x_vs_{label}"] = (float(dense.loc[name, lat]) / frame[lat]).round(2)
@@ -248,10 +265,16 @@ def _front(frame: pd.DataFrame, cost: str) -> pd.Series:
                      index=frame.index)
 
 
+def eligible(frame: pd.DataFrame, cfg: DeployConfig) -> pd.DataFrame:
+    """The artifacts within the accuracy budget on the choosing split (``select`` when prepared)."""
+    return frame[frame["drop_select"] <= cfg.max_drop]
+
+
 def targets(frame: pd.DataFrame, cfg: DeployConfig, ref: dict[str, float]) -> dict[str, Any]:
-    """The issue's targets, each with the artifact that meets it best (within ``max_drop``)."""
+    """The issue's targets, each with the artifact that meets it best within ``max_drop``: every
+    choice reads ``drop_select`` (the choosing split), never the reported ``top1`` / ``drop``."""
     small, large, t = min(cfg.batch_sizes), max(cfg.batch_sizes), min(cfg.threads)
-    ok = frame[frame["drop"] <= cfg.max_drop]
+    ok = eligible(frame, cfg)
     quickest = frame.loc[frame[f"ms_b{small}_t{t}"].idxmin()]  # at any accuracy: what the budget costs in speed
     overall = {"fastest_overall": f"{quickest.variant}/{quickest.artifact}",
                "fastest_overall_x_vs_ov_int8": float(quickest["x_vs_OpenVINO INT8"]),
@@ -266,6 +289,7 @@ def targets(frame: pd.DataFrame, cfg: DeployConfig, ref: dict[str, float]) -> di
     shrink = ref["fp32_file_kib"] / max(float(smallest["ccz_kib"]), 1e-9)
     return {"eligible": int(len(ok)),
             "fastest": f"{fastest.variant}/{fastest.artifact}", "fastest_x_vs_ov_int8": x_ov,
+            "fastest_drop": round(float(fastest["drop"]), 2), "fastest_drop_select": round(float(fastest["drop_select"]), 2),
             "fastest_x_vs_eager_fp32": float(fastest["x_vs_eager FP32"]), "latency_target_met": x_ov >= 2.0,
             "best_throughput": f"{best_ips.variant}/{best_ips.artifact}", "throughput_x_vs_ov_int8": x_ips,
             "throughput_target_met": x_ips >= 2.5,
@@ -282,6 +306,7 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
         raise UserError(f"study.deploy_cpu.dense: '{cfg.dense}' is not a variant of this study")
     ds = load_dataset(PREPARED)
     cells = collect_cells(ctx.variants, cfg.compile)
+    splits = score_cells(cells, ds, max(cfg.threads))
     dense = next(c for c in cells if c.variant == cfg.dense and c.name == "finetuned")
     timings, controls, peaks, compiled = {}, {}, {}, {}
     for t in cfg.threads:
@@ -295,19 +320,47 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
     frame = build_frame(cells, timings, peaks, cfg, ratios, methods)
     frame = add_finetune(frame, ctx.variants)
     ref = add_comparisons(frame, cfg)
-    goals = targets(frame, cfg, ref)
+    goals = targets(frame, cfg, ref) | {"chosen_on": splits.choose}
+    budget = protocol.budget_check(protocol.read_budgets(ctx.variants, len(ds.splits["train"])), cfg.dense)
+    cross = cross_check(cells, timings, cfg, goals.get("fastest")) if cfg.cross_check else []
     profile = _profile(frame, cells, cfg, ds)
     machine = machine_info(min(cfg.threads))
-    report.write_deploy(ctx.out, frame, cfg, goals, controls, peaks, profile, machine, ref)
+    report.write_deploy(ctx.out, frame, cfg, goals, controls, peaks, profile, machine, ref,
+                        {"splits": splits, "budget": budget, "cross_check": cross})
     return {"dense_top1": ref["dense_top1"], **{k: v for k, v in goals.items() if not isinstance(v, str)},
-            "controls_agree": all(c[f"b{b}"]["agree_within_5pct"] for c in controls.values() for b in cfg.batch_sizes)}
+            "controls_agree": all(c[f"b{b}"]["agree_within_5pct"] for c in controls.values() for b in cfg.batch_sizes),
+            "choice_split": splits.choose, "report_split": splits.report, "reference_equal_budget": not budget,
+            **({"cross_check_agree": all(r["agree"] for r in cross)} if cfg.cross_check else {})}
 
+
+def score_cells(cells: list[Cell], ds: Any, threads: int) -> protocol.Splits:
+    """Each cell's ``top1`` on the reported split and ``top1_select`` on the choosing one. With a
+    selection split both are evaluated here (a ``+compile`` cell shares its artifact's); without
+    one both are the benchmark stage's test accuracy."""
+    splits = protocol.splits_of(ds)
+    if not splits.separate:
+        for cell in cells:
+            cell.stats = cell.stats | {"top1_select": cell.stats["top1"]}
+        return splits
+    scored = protocol.split_accuracies([c.path for c in cells], ds, splits, threads)
+    for cell in cells:
+        choose, shown = scored[cell.path]
+        cell.stats = cell.stats | {"top1": shown, "top1_select": choose}
+    return splits
+
+
+def cross_check(cells: list[Cell], timings: dict[int, dict], cfg: DeployConfig, winner: str | None) -> list[dict[str, Any]]:
+    """benchmark_app beside the harness for the dense OpenVINO INT8 anchor and the winner."""
+    irs = {c.key: c.path for c in cells if c.path.suffix == ".xml" and not c.compile}
+    roles = protocol.cross_check_keys(set(irs), cfg.dense, winner)
+    return protocol.cross_check({role: (irs[key], key) for role, key in roles.items()}, timings,
+                                tuple(cfg.batch_sizes), cfg.cross_check_seconds)
 
 
 def _profile(frame: pd.DataFrame, cells: list[Cell], cfg: DeployConfig, ds: Any) -> dict[str, Any]:
     """Per-layer time of the fastest eligible artifact, where its runtime has a profiler we read."""
     small, t = min(cfg.batch_sizes), min(cfg.threads)
-    ok = frame[frame["drop"] <= cfg.max_drop]
+    ok = eligible(frame, cfg)
     if ok.empty:
         return {}
     best = ok.loc[ok[f"ms_b{small}_t{t}"].idxmin()]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from cnn_compress.core.config import require
 from cnn_compress.core.errors import ConfigError, UserError
+from cnn_compress.studies.checks import SAME_POINTS, Check, as_metrics, beyond, claim, model_label, sanity, untestable
 from cnn_compress.studies.registry import StudyContext, register_study
 
 NAME = "mixed_precision_pruning_resnet18_imagenet"
@@ -93,18 +94,44 @@ def tables(ours: pd.DataFrame, study: dict[str, Any] | None) -> dict[str, pd.Dat
     return out
 
 
-def shape_checks(ours: pd.DataFrame) -> dict[str, bool]:
+def shape_checks(ours: pd.DataFrame) -> list[Check]:
+    """Study 003's published claims on our CPU rows (the GPU rows have no counterpart here)."""
     at = ours.set_index("table")
     base, int8, fp16 = at.loc["fp32_baseline"], at.loc["int8_pruned"], at.loc["fp16_pruned"]
     mixed, pruned = at.loc["mixed_precision_pruned"], at.loc["pruned_only_fp32"]
-    return {
-        "int8_about_4x_smaller": bool(int8.model_size_MB <= 0.35 * base.model_size_MB),
-        "fp16_about_2x_smaller": bool(fp16.model_size_MB <= 0.6 * base.model_size_MB),
-        "fp32_classifier_recovers_part_of_int8_loss": bool(mixed.top5_acc_pct >= int8.top5_acc_pct),
-        "pruning_alone_keeps_accuracy": bool(abs(pruned.top5_acc_pct - base.top5_acc_pct) <= 1.0),
-        "pruning_alone_keeps_size": bool(pruned.model_size_MB >= 0.9 * base.model_size_MB),
-        "quantize_then_prune_costs_accuracy": bool(int8.top5_acc_pct < base.top5_acc_pct),
-    }
+    drops = [round(base.top5_acc_pct - r.top5_acc_pct, 2) for r in (int8, fp16, mixed)]
+    return [
+        untestable("baseline_figures", "FP32 baseline: 46.83 MB, top-5 89%, 14.36 ms CPU (`fp32_baseline`, claim 1)",
+                   "absolute figures of one model: shown beside ours in the tables (`diff`), not a shape"),
+        claim("int8_about_4x_smaller", "INT8 + pruning at most 0.35x the FP32 file (46.83 -> 11.83 MB; `int8_pruned`, "
+              "claim 2)", int8.model_size_MB <= 0.35 * base.model_size_MB),
+        claim("quantize_then_prune_costs_accuracy", f"INT8 + pruning loses more than {SAME_POINTS:g} top-5 point (89 "
+              "-> 76.45%; `int8_pruned`, claim 2)", beyond(base.top5_acc_pct, int8.top5_acc_pct)),
+        claim("int8_pruned_slower_on_cpu", "INT8 + pruning runs slower than FP32 on CPU (14.36 -> 782 ms; `int8_pruned`, "
+              "claim 2)", int8.inference_time_ms > base.inference_time_ms),
+        claim("fp16_pruned_costs_accuracy", f"FP16 + pruning loses more than {SAME_POINTS:g} top-5 point (89 -> "
+              "81.98%; `fp16_pruned`, claim 3)", beyond(base.top5_acc_pct, fp16.top5_acc_pct)),
+        claim("fp16_pruned_slower_on_cpu", "FP16 + pruning runs slower than FP32 on CPU (14.36 -> 16.55 ms; "
+              "`fp16_pruned`, claim 3)", fp16.inference_time_ms > base.inference_time_ms),
+        claim("fp32_classifier_recovers_part_of_int8_loss", f"an FP32 classifier lifts INT8 + pruning's top-5 but not "
+              f"to FP32's, each by more than {SAME_POINTS:g} point (76.45 < 79.23 < 89%; `mixed_precision_pruned`, "
+              "claim 4)", beyond(mixed.top5_acc_pct, int8.top5_acc_pct) and beyond(base.top5_acc_pct, mixed.top5_acc_pct)),
+        claim("mixed_faster_than_int8_on_cpu", "the FP32-classifier model runs faster than INT8 + pruning on CPU "
+              "(80.82 against 782 ms; `mixed_precision_pruned`, claim 4)", mixed.inference_time_ms < int8.inference_time_ms),
+        claim("pruning_alone_keeps_accuracy", f"pruning alone within {SAME_POINTS:g} top-5 point of FP32 (89 -> 89.54%; "
+              "`pruned_only_fp32`, claim 5)", abs(pruned.top5_acc_pct - base.top5_acc_pct) <= SAME_POINTS),
+        claim("pruning_alone_faster_on_cpu", "pruning alone runs faster than FP32 on CPU (14.36 -> 12.11 ms; "
+              "`pruned_only_fp32`, claim 5)", pruned.inference_time_ms < base.inference_time_ms),
+        claim("quantized_pruned_cost_7_to_13_points", "INT8, FP16 and mixed, each pruned, cost 7-13 top-5 points "
+              "(12.55, 7.02, 9.77; claim 8)", all(7 <= d <= 13 for d in drops)),
+        untestable("gpu_rows", "GPU times and accuracies (every table's GPU row, claims 2-5, 8)", "CPU only here"),
+        untestable("custom_pruning_routines", "torch pruning does not apply to quantized modules; quantize-then-prune "
+                   "was chosen (claims 6-7)", "statements about the method, not results"),
+        sanity("fp16_about_2x_smaller", "FP16 + pruning at most 0.6x the FP32 file (23.43 MB; `fp16_pruned`, claim 3)",
+               fp16.model_size_MB <= 0.6 * base.model_size_MB, "FP16 stores 2 bytes a weight: half by construction"),
+        sanity("pruning_alone_keeps_size", "pruning alone keeps the file size (44.96 MB; `pruned_only_fp32`, claim 5)",
+               pruned.model_size_MB >= 0.9 * base.model_size_MB, "pruned weights are stored dense: the file cannot shrink"),
+    ]
 
 
 @register_study(NAME, MixedPruneConfig)
@@ -126,6 +153,7 @@ def run(cfg: MixedPruneConfig, ctx: StudyContext) -> dict[str, Any]:
     study = published(PUBLISHED)
     frames = tables(ours, study)
     checks = shape_checks(ours)
-    report.write(ctx.out, cfg, frames, ours, checks, machine_info(cfg.threads), study is not None)
+    report.write(ctx.out, cfg, frames, ours, checks, machine_info(cfg.threads), study is not None,
+                 model_label(ctx.params, "ResNet-18"))
     return {**{f"{r.table}_top5": float(r.top5_acc_pct) for r in ours.itertuples()},
-            **{f"{r.table}_ms": float(r.inference_time_ms) for r in ours.itertuples()}, **checks}
+            **{f"{r.table}_ms": float(r.inference_time_ms) for r in ours.itertuples()}, **as_metrics(checks)}

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 from cnn_compress.core.config import require
 from cnn_compress.core.errors import ConfigError, UserError
 from cnn_compress.measure.benchmark import collect_artifacts
+from cnn_compress.studies.checks import as_metrics, model_label, model_name
 from cnn_compress.studies.registry import StudyContext, register_study
 
 NAME = "structured_pruning_ptq_resnet18"
@@ -134,10 +135,12 @@ def run(cfg: StructuredPtqConfig, ctx: StudyContext) -> dict[str, Any]:
     if dense.pct != 0:
         raise ConfigError(f"study.{NAME}.dense: variant '{cfg.dense}' is pruned ({dense.pct}%), not the baseline")
     times = time_all(timed_keys(variants, cfg), cfg, load_dataset(PREPARED))
-    frames = tables.build(variants, dense, cfg, times, published(PUBLISHED), amp_runs)
+    run_model = model_name(ctx.params.get("model"))
+    frames = tables.build(variants, dense, cfg, times, published(PUBLISHED), amp_runs, run_model)
     checks = tables.shape_checks(frames, cfg)
-    tables.write(ctx.out, cfg, frames, checks, machine_info(cfg.threads), published(PUBLISHED) is not None)
+    tables.write(ctx.out, cfg, frames, checks, machine_info(cfg.threads), published(PUBLISHED) is not None,
+                 model_label(ctx.params, "ResNet-18"))
     sweep = frames["structured_pruning_sweep_c10"].dropna(subset=["acc_after_ft_pct ours"])
     return {"baseline_top1": dense.rows[EAGER]["top1"], "ratios": len(sweep),
             **{f"drop_after_ft_{int(r.prune_pct)}": float(r["acc_after_ft_pct drop ours"]) for _, r in sweep.iterrows()},
-            **checks}
+            **as_metrics(checks)}
