@@ -132,6 +132,8 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     dvc("init", "-q", cwd=dest)
     with open(dest / ".dvc/config", "a") as config:  # what `dvc config core.analytics false` writes, without
         config.write("[core]\n    analytics = false\n")  # starting dvc again (~2 s a project)
+        config.write("[plots]\n    html_template = plots/offline.html\n")  # the project's offline Vega page
+    shutil.copytree(ROOT / ".dvc/plots", dest / ".dvc/plots")  # and its templates (dvc.yaml names them)
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "init", cwd=dest)
     return dest

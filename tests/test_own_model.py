@@ -29,7 +29,7 @@ def _with_examples(dest: Path) -> Path:
     repo = make_project(dest)
     shutil.copytree(ROOT / "examples", repo / "examples", symlinks=True,
                     ignore=shutil.ignore_patterns("__pycache__", "data", "models", "variants", "configs", "metrics",
-                                                  "plots", "reports", "dvc.lock", "tmp", "cache"))
+                                                  "timings", "plots", "reports", "dvc.lock", "tmp", "cache"))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "examples", cwd=repo)
     return repo

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, copy_project, dvc, git, run, set_params
 
 UP_TO_DATE = "Data and pipelines are up to date."
-OUTPUTS = ("data/prepared", "models", "configs", "variants", "reports", "metrics", "plots")
+OUTPUTS = ("data/prepared", "models", "configs", "variants", "reports", "metrics", "timings", "plots")
 
 
 def ran(output: str) -> list[str]:

@@ -28,8 +28,9 @@ def _study_base(repo: Path) -> str:
     """The repository's pipeline plus its studies/ DVC project, in a fresh git repo."""
     make_project(repo)
     shutil.copytree(ROOT / "studies", repo / "studies", symlinks=True,
-                    ignore=shutil.ignore_patterns("data", "models", "variants", "configs", "metrics", "plots",
+                    ignore=shutil.ignore_patterns("data", "models", "variants", "configs", "metrics", "timings", "plots",
                                                   "reports", "figures", "dvc.lock", "results.*", "tmp", "cache"))
+    (repo / "studies/.dvc/plots").symlink_to("../../.dvc/plots")  # the templates (the pattern above skipped the link)
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "studies", cwd=repo)
     return ""
