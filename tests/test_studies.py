@@ -361,7 +361,9 @@ def test_pruning_quantization_study_smoke_produces_the_published_table(study_pro
     assert {"static_int8_about_4x_smaller", "unstructured_no_speedup", "none_int8_static_speedup",
             "none_int8_static_compiled_speedup", "static_int8_compiled_faster_than_fp32_compiled"} <= set(metrics)
     text = (folder / "results.md").read_text()
-    assert "**Finding.**" in text and "## Every pruning x format (ours)" in text
+    assert "**Finding.**" in text
+    heading = next(line for line in text.splitlines() if line.startswith("## Every pruning x format (ours"))
+    assert "standing in for ResNet-18" in heading  # the smoke model is named as a stand-in wherever its rows appear
     plot = pd.read_csv(folder / "plots/study.csv")
     assert len(plot) == 18 and {"label", "x", "top1"} <= set(plot.columns)
     assert (folder / "figures/accuracy_vs_latency_size.png").stat().st_size > 1000
