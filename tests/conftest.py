@@ -39,12 +39,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 0 if slow and "smoke" in item.name else 1 if slow else 2
 
     items.sort(key=weight)
-    # One test that needs the shared `reproduced` project third, so that its worker builds it between
-    # two smokes: left until after the smokes, both workers could reach it together, one of them idle
-    # on the lock for the whole build (~1 min of a core).
-    first = next((i for i, item in enumerate(items) if "reproduced" in getattr(item, "fixturenames", ())), None)
-    if first is not None and first > 2:
-        items.insert(2, items.pop(first))
+    # One test of each project built once for all workers (`build_once`) early, between the smokes, so
+    # that its worker builds it while the other runs a smoke: left until later, both workers could
+    # reach it together, one of them idle on the lock for the whole build (1-3 minutes of a core).
+    for place, fixture in enumerate(SHARED_BUILDS, start=2):
+        first = next((i for i, item in enumerate(items) if fixture in getattr(item, "fixturenames", ())), None)
+        if first is not None and first > place:
+            items.insert(place, items.pop(first))
+
+
+# Session fixtures that `build_once` a whole reproduced project, in the order their first test runs.
+SHARED_BUILDS = ("reproduced", "example")
 
 
 # Tiny but real: the default pipeline's stage code on 30 digits per class and a ResNet-8.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, copy_project, dvc, git, make_project, run
+from conftest import ROOT, build_once, copy_project, dvc, git, make_project, run
 
 from cnn_compress.core.errors import ConfigError, UnsupportedFormatError
 from cnn_compress.models import user
@@ -35,16 +35,21 @@ def _with_examples(dest: Path) -> Path:
     return repo
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory) -> tuple[Path, str]:
-    """examples/own-model reproduced once with the real dvc, as CI runs it."""
-    pytest.importorskip("openvino", reason="the example exports OpenVINO IR (the openvino extra)")
-    repo = _with_examples(tmp_path_factory.mktemp("own") / "repo")
-    folder = repo / "examples/own-model"
-    out = dvc("repro", "dvc.yaml", cwd=folder)
+def _reproduce_example(repo: Path) -> str:
+    _with_examples(repo)
+    out = dvc("repro", "dvc.yaml", cwd=repo / "examples/own-model")
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "reproduced", cwd=repo)
-    return folder, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory) -> tuple[Path, str]:
+    """examples/own-model reproduced once per test run with the real dvc, as CI runs it (all xdist
+    workers: a module fixture built it on both, ~3 CPU-minutes twice)."""
+    pytest.importorskip("openvino", reason="the example exports OpenVINO IR (the openvino extra)")
+    repo, log = build_once(tmp_path_factory, "own-model-example", _reproduce_example)
+    return repo / "examples/own-model", log
 
 
 @pytest.mark.slow
@@ -133,7 +138,8 @@ def test_editing_the_model_source_reruns_train(example, tmp_path):
 @pytest.mark.slow
 def test_a_torchvision_model_by_name_runs_end_to_end(tmp_path):
     repo = make_project(tmp_path / "repo", {
-        "model": {"arch": "torchvision:mobilenet_v3_small", "width": 0},
+        # width_mult 0.25 (torchvision's own keyword, through model.args): a quarter of the channels
+        "model": {"arch": "torchvision:mobilenet_v3_small", "width": 0, "args": {"width_mult": 0.25}},
         "train": {"epochs": 1},
         "quantize": {"calib_per_class": 4, "formats": ["fp32", "int8_static"]},
         "export": {"formats": ["onnx", "ort_int8"], "calib_per_class": 4},
@@ -146,6 +152,7 @@ def test_a_torchvision_model_by_name_runs_end_to_end(tmp_path):
     assert all(r["top1"] is not None and r["size_compressed_bytes"] > 0 for r in rows.values())
     payload = torch.load(repo / "models/baseline.pt", weights_only=True)
     assert payload["arch"] == "torchvision:mobilenet_v3_small" and "source" not in payload
+    assert payload["arch_args"] == {"num_classes": 10, "width_mult": 0.25}  # the args travel with the weights
 
 
 # ---- one line for each mistake (in-process: no pipeline needed) ----
