@@ -167,3 +167,23 @@ def test_settings_outside_the_weights_key_the_state():
     frozen = _model()
     frozen.conv1.weight.requires_grad_(False)
     assert len(digests | {run_digest(CFG, model, (), {}), run_digest(CFG, frozen, (), {})}) == 4
+
+
+SAVE_UNDER_LIMIT = """
+import resource, sys, torch
+from cnn_compress.core.errors import cli
+from cnn_compress.train.resume import Resume
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # Python ignores SIGXFSZ: the write fails, EFBIG
+cli(lambda: Resume("models/baseline.pt", "d").save({"weights": torch.zeros(100_000)}))()
+"""
+
+
+def test_a_resume_file_that_does_not_fit_is_one_line_and_leaves_nothing(tmp_path):
+    """The per-epoch resume file on a full disk: one line, exit 2, no partial or temp file."""
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+                        "CNN_COMPRESS_RESUME_DIR": str(tmp_path / "resume")}
+    proc = subprocess.run([sys.executable, "-c", SAVE_UNDER_LIMIT], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {tmp_path}/resume/models__baseline.pt.d.pt: cannot write it "
+                                                    "(File too large); nothing was written"), proc.stderr
+    assert "Traceback" not in proc.stderr and list((tmp_path / "resume").iterdir()) == []

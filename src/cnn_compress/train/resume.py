@@ -151,8 +151,9 @@ class Resume:
             os.close(fd)
 
     def save(self, state: dict[str, Any]) -> None:
-        with atomic.atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        """Through a buffer (``atomic.write_torch``): ``torch.save`` straight to a file turns a full disk
+        into a RuntimeError from its zip writer, where a plain write gives the one-line WriteError."""
+        atomic.write_torch(self.path, state)
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
