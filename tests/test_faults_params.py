@@ -142,6 +142,19 @@ def test_each_epoch_writes_one_log_line_without_a_bar(params_project):
     assert "\r" not in proc.stderr and "epoch/s" not in proc.stderr and "s/epoch" not in proc.stderr  # no bar
 
 
+def test_training_between_iterative_prune_steps_is_labelled_by_step(tiny_checkpoint, tiny_dataset, capfd):
+    """The epochs an iterative schedule trains after each step are the prune stage's, not "finetune"."""
+    from cnn_compress.prune.config import PruneConfig
+    from cnn_compress.prune.run import prune_checkpoint
+    from cnn_compress.train.config import FinetuneConfig
+
+    cfg = PruneConfig(method="l1_unstructured", ratio=0.5, schedule="iterative", steps=2, step_epochs=1)
+    prune_checkpoint(tiny_checkpoint, tiny_dataset, cfg, FinetuneConfig(epochs=1, steps_per_epoch=1))
+    err = capfd.readouterr().err
+    assert "prune step 1 epoch 1/1" in err and "prune step 2 epoch 1/1" in err, err
+    assert "finetune epoch" not in err
+
+
 def test_qat_epochs_are_labelled_qat(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch, capfd):
     from cnn_compress.data.dataset import calibration_batch
     from cnn_compress.quantize import formats

@@ -58,7 +58,7 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
         def after_step(model: nn.Module, step: int) -> None:
             if step_cfg is not None and epochs:
                 train_model(model, ds, dataclasses.replace(step_cfg, epochs=epochs), masks=sparsity_masks(model),
-                            teacher=teacher)
+                            teacher=teacher, label=f"prune step {step}")  # not "finetune": that stage comes later
         return after_step
 
     policy = structured_policy(ckpt.model) if any(p.method == "structured" for p in passes) else "all"
