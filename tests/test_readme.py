@@ -64,3 +64,14 @@ def test_readme_tool_checks_the_studies_block_without_the_dvc_outputs(tmp_path):
     (tmp_path / "README.md").write_text(README.replace("| smoke, cpu, paper |", "| smoke |", 1))  # a stale block
     result = subprocess.run(tool, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "results block left as it is" in result.stderr
+
+
+def test_a_finding_written_before_the_current_checks_is_marked(tmp_path):
+    from readme import STALE, _finding
+
+    old, new = tmp_path / "old.md", tmp_path / "new.md"
+    old.write_text("# x\n\n**Finding.** it holds in 5 of 5 checks.\n")
+    new.write_text("# x\n\n**Finding.** it holds in 3 of 5.\n\n## Published claims, checked on our rows\n")
+    assert _finding(old) == "it holds in 5 of 5 checks." + STALE
+    assert _finding(new) == "it holds in 3 of 5."
+    assert _finding(tmp_path / "missing.md") is None

@@ -29,12 +29,22 @@ def _replace(readme: str, start: str, end: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", readme)
 
 
+# A results.md that the current study code wrote has one of these sections: the published claims checked
+# on our rows (the five studies) or the deploy study's protocol (selection split, reference, anchors).
+CURRENT_SECTIONS = ("## Published claims, checked", "## Protocol: selection split")
+STALE = " *(written before the current protocol and claim checks: re-run this folder to refresh it)*"
+
+
 def _finding(results: Path) -> str | None:
-    """The ``**Finding.**`` line of a committed results.md, without its label."""
+    """The ``**Finding.**`` line of a committed results.md, without its label; marked when the file
+    predates the current checks, so an old "holds in N of M" is not read as today's count."""
     if not results.is_file():
         return None
-    line = next((ln for ln in results.read_text().splitlines() if ln.startswith("**Finding.**")), None)
-    return line.removeprefix("**Finding.**").strip() if line else None
+    text = results.read_text()
+    line = next((ln for ln in text.splitlines() if ln.startswith("**Finding.**")), None)
+    if line is None:
+        return None
+    return line.removeprefix("**Finding.**").strip() + ("" if any(s in text for s in CURRENT_SECTIONS) else STALE)
 
 
 def studies_table(root: Path) -> str:
