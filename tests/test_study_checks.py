@@ -81,7 +81,7 @@ STRUCTURED_BREAKS = {
     "amp_within_0_5_point_of_fp32": lambda f: cell(f[AMP], {"training_precision": "AMP"}, ACC, 91.0),
     "amp_training_faster_than_fp32": lambda f: cell(f[AMP], {"training_precision": "AMP"}, "speed_vs_fp32", 0.9),
 }
-TRT = SimpleNamespace(chance=15.0, runtime="tensorrt")
+TRT = SimpleNamespace(runtime="tensorrt")
 
 
 # --- study 002: pruning x format grid (eager) ---
@@ -256,11 +256,11 @@ def test_checks_true_by_construction_are_not_counted():
     """000's dense file size, 001's f32-computed FP16 IR and 003's pruned file size are sanity checks."""
     assert {c.key: c.kind for c in approx_checks(approx_table(), "resnet18_c10")}[
         "size_unchanged_by_unstructured_pruning"] == "sanity"
-    kinds = {c.key: c.kind for c in structured_checks(structured_frames(), SimpleNamespace(chance=15.0, runtime="openvino"))}
+    kinds = {c.key: c.kind for c in structured_checks(structured_frames(), SimpleNamespace(runtime="openvino"))}
     assert kinds["fp16_within_0_1_point_of_fp32"] == "sanity"
     broken = structured_frames()
     STRUCTURED_BREAKS["fp16_within_0_1_point_of_fp32"](broken)  # an FP16 failure does not change the count
-    ov = SimpleNamespace(chance=15.0, runtime="openvino")
+    ov = SimpleNamespace(runtime="openvino")
     assert C.count_line(structured_checks(broken, ov)) == C.count_line(structured_checks(structured_frames(), ov))
     assert {c.key: c.kind for c in mixed_checks(mixed_rows())}["pruning_alone_keeps_size"] == "sanity"
 

@@ -44,7 +44,6 @@ class StructuredPtqConfig:
     threads: int = 1
     rounds: int = 15  # round-robin timing rounds at batch 1
     max_seconds: float = 2.0  # per artifact
-    chance: float = 15.0  # top-1 % below which a model counts as collapsed to chance (10 classes: 10%)
     # the AMP-vs-FP32 table: two unpruned variants fine-tuned alike but for finetune.amp ("" = not measured)
     fp32_training: str = ""
     amp_training: str = ""

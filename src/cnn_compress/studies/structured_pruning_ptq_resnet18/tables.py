@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from cnn_compress.core import atomic
-from cnn_compress.studies.checks import Check, claim, count_line, sanity, section, untestable
+from cnn_compress.studies.checks import CHANCE_PCT, Check, claim, count_line, sanity, section, untestable
 from cnn_compress.studies.common import (
     long_frame,
     machine_line,
@@ -168,9 +168,9 @@ def shape_checks(frames: dict[str, pd.DataFrame], cfg: Any) -> list[Check]:
     checks = [
         untestable("baseline_figures", "unpruned ResNet-18: 92.02%, 42.66 MB, 0.61 ms under TensorRT (claim 1)",
                    "absolute figures of one model: shown beside ours in the tables (`diff`), not a shape"),
-        claim("before_ft_near_chance_from_45pct", f"right after pruning, top-1 under {cfg.chance:g}% from 45% up "
+        claim("before_ft_near_chance_from_45pct", f"right after pruning, top-1 under {CHANCE_PCT:g}% from 45% up "
               "(10.00-10.95%; `structured_pruning_sweep_c10`, claim 3)",
-              when(high, lambda: (high["acc_before_ft_pct ours"] < cfg.chance).all())),
+              when(high, lambda: (high["acc_before_ft_pct ours"] < CHANCE_PCT).all())),
         claim("ft_recovers_at_every_ratio", "fine-tuning lifts every pruned model (`structured_pruning_sweep_c10`, "
               "claim 3)", when(pruned, lambda: (pruned["acc_after_ft_pct ours"] >= pruned["acc_before_ft_pct ours"]).all())),
         claim("after_ft_lowest_at_highest_ratio", "after fine-tuning the highest ratio is the least accurate (61.63% "
