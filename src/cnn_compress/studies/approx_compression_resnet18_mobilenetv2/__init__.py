@@ -199,8 +199,10 @@ def shape_checks(s: pd.DataFrame, group: str = "resnet18_c10") -> list[Check]:
         sanity("size_unchanged_by_unstructured_pruning", "the saved file keeps its size at every ratio (claim 4)",
                (ft.size_MB - ft.size_MB.loc[0]).abs().max() <= 0.01 * ft.size_MB.loc[0],
                "pruned tensors are stored dense: the file cannot shrink"),
-        sanity("dynamic_int8_size_within_10pct", "dynamic INT8 of the 50% model barely changes the file (42.7314 -> "
-               "42.7288 MB, claim 3)", abs(d50.size_MB / b50.size_MB - 1) <= 0.1,
+        sanity("dynamic_int8_size_within_10pct", "dynamic INT8 of the 50% model barely changes the file ("
+               + ("42.7314 -> 42.7288 MB, claim 3)" if group == "resnet18_c10" else  # the only INT8 the source built
+                  "claim 3 gives ResNet-18 CIFAR-10's 42.7314 -> 42.7288 MB; none for this model and data)"),
+               abs(d50.size_MB / b50.size_MB - 1) <= 0.1,
                "only the classifier becomes INT8, so the file changes by about the classifier's share (a sliver of "
                "ResNet-18's) by construction; torchao packs it a little larger, so the published 0.0026 MB saving is not "
                "tested"),
