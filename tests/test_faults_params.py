@@ -149,7 +149,11 @@ def test_training_between_iterative_prune_steps_is_labelled_by_step(tiny_checkpo
     from cnn_compress.train.config import FinetuneConfig
 
     cfg = PruneConfig(method="l1_unstructured", ratio=0.5, schedule="iterative", steps=2, step_epochs=1)
-    prune_checkpoint(tiny_checkpoint, tiny_dataset, cfg, FinetuneConfig(epochs=1, steps_per_epoch=1))
+    before = {k: v.clone() for k, v in tiny_checkpoint.model.state_dict().items()}
+    pruned, _ = prune_checkpoint(tiny_checkpoint, tiny_dataset, cfg, FinetuneConfig(epochs=1, steps_per_epoch=1))
+    after = tiny_checkpoint.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # pruned a copy: the input is as it was
+    assert pruned.model is not tiny_checkpoint.model
     err = capfd.readouterr().err
     assert "prune step 1 epoch 1/1" in err and "prune step 2 epoch 1/1" in err, err
     assert "finetune epoch" not in err

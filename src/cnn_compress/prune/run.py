@@ -1,6 +1,7 @@
 """The prune stage's work: prune a trained checkpoint for one variant and describe the result."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -65,7 +66,7 @@ def prune_checkpoint(ckpt: Checkpoint, ds: Dataset, cfg: PruneConfig,
     if cfg.order == "after_quantize":
         policy, cfg = "deferred to quantize (prune.order: after_quantize)", dataclasses.replace(cfg, ratio=0.0)
         passes = [cfg]
-    model = ckpt.model
+    model = copy.deepcopy(ckpt.model)  # the caller's checkpoint stays as it was
     for p in passes:
         model = prune_model(model, p, ctx, between(p.step_epochs))
     total, nonzero = count_params(model)
