@@ -52,12 +52,34 @@ def cli(func: F) -> F:
         if os.environ.get("DVC_STAGE"):  # run by dvc (which sets it): end with dvc, even on its SIGKILL
             die_with_parent()
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
+        if os.environ.get("DVC_STAGE"):
+            exit_without_teardown()
+        return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def exit_without_teardown() -> None:
+    """End a finished stage process at once: exit handlers run, buffers are flushed, and Python's own
+    teardown (freeing every module of torch, its libraries' destructors) is skipped: it took 0.7 s
+    of the ~2.5 s a tiny stage runs, in every stage process dvc starts. Only for a process dvc
+    started for one stage (DVC_STAGE), never for a script run inside another program."""
+    import atexit
+    import gc
+    import threading
+
+    # As Python's own exit does first: stop thread pools (their exit hooks) and join non-daemon threads.
+    # Joining alone hung the export stage on a thread pool's idle worker.
+    threading._shutdown()
+    atexit._run_exitfuncs()  # temporary folders, logging: everything that registered a handler
+    gc.collect()  # a file left open in a reference cycle is closed (and flushed) by its finaliser
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
