@@ -267,3 +267,25 @@ def test_corrupted_remote_object_is_caught_at_pull(reproduced, tmp_path):
     dvc("pull", cwd=lax)
     assert hashlib.md5((lax / "models/baseline.pt").read_bytes()).hexdigest() != md5
     assert "Data and pipelines are up to date." in dvc("status", cwd=lax).stdout
+
+
+def test_a_program_loads_once_per_file_version_and_damage_is_never_served_from_memory(int8_program, tmp_path):
+    """The benchmark reads each .pt2 three times and loads it once; a file damaged in place after
+    that load still fails, and a new version of the file is loaded afresh."""
+    from cnn_compress.runtimes.runners import load_program
+
+    path = tmp_path / "int8_static.pt2"
+    shutil.copy(int8_program[0], path)
+    first = load_program(path)
+    assert load_program(path) is first  # the same object: not loaded again
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)  # same size, in place
+    with open(path, "r+b") as f:
+        f.write(data)
+    with pytest.raises(CheckpointError, match="corrupt torch.export program"):
+        load_program(path)
+    atomic.write_bytes(path, Path(int8_program[0]).read_bytes())  # a new version (a new file in its place)
+    again = load_program(path)
+    assert again is not first
+    torch.testing.assert_close(again.module()(int8_program[1]), int8_program[2])

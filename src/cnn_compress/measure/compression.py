@@ -237,15 +237,10 @@ def artifact_tensors(path: Path) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     if path.suffix == ".pt2":
         import torch
-        import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the Q/DQ ops the program names
 
-        from cnn_compress.runtimes.runners import check_archive
+        from cnn_compress.runtimes.runners import load_program
 
-        check_archive(path)  # torch never checks the archive's CRCs: damaged weights would be measured
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: corrupt torch.export program ({type(exc).__name__})") from None
+        ep = load_program(path)  # its archive's CRCs checked: torch never does, damaged weights would be measured
         tensors = dict(ep.state_dict) | {k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
         return {k: v for name, t in tensors.items() for k, v in _flatten(name, t)}
     if path.suffix == ".xml":

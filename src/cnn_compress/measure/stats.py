@@ -85,17 +85,9 @@ def _source_tensor(node: Any, gm: torch.fx.GraphModule) -> torch.Tensor | None:
 
 @register_stats(".pt2")
 def _program(path: Path) -> list[Layer]:
-    # the Q/DQ ops INT8 programs name (torch's registration: torchao's import costs 4 s; pickled
-    # torchao tensor subclasses import torchao themselves)
-    from torch.ao.quantization.fx import _decomposed  # noqa: F401
+    from cnn_compress.runtimes.runners import load_program
 
-    from cnn_compress.runtimes.runners import check_archive
-
-    check_archive(Path(path))
-    try:
-        gm = torch.export.load(path).module()
-    except Exception as exc:
-        raise CheckpointError(f"{path}: corrupt torch.export program ({type(exc).__name__})") from None
+    gm = load_program(path).module()
     layers = []
     for node in gm.graph.nodes:
         name = str(node.target)
