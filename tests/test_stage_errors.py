@@ -4,6 +4,7 @@ The parameter cases run each script in this process (``runpy``, as ``__main__``)
 path as a real run without paying a torch import per case. The checkpoint cases, and
 test_failed_stage_exits_2_and_keeps_outputs through ``dvc repro``, run real processes.
 """
+import os
 import runpy
 import shutil
 import subprocess
@@ -120,3 +121,41 @@ def test_every_stage_answers_help_with_what_it_reads_and_writes(project, name, m
         runpy.run_path(f"stages/{name}.py", run_name="__main__")
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "Reads:" in out and "Writes:" in out
+
+
+EXIT_PROBE = """
+import atexit, concurrent.futures, sys
+from pathlib import Path
+from cnn_compress.core.errors import cli
+
+out = Path(sys.argv[1])
+pool = concurrent.futures.ThreadPoolExecutor(2)  # an idle worker left behind (ONNX export leaves one)
+pool.submit(lambda: None).result()
+atexit.register(lambda: out.with_suffix(".atexit").write_text("ran"))
+
+@cli
+def main():
+    sys.stdout.write("buffered, no newline")  # flushed before the process ends
+    open(out, "w").write("written")  # closed by reference counting, as usual
+    return 0
+
+main()
+out.with_suffix(".after").write_text("returned")  # only without DVC_STAGE: dvc's stage ends in main()
+"""
+
+
+@pytest.mark.parametrize("under_dvc", [True, False])
+def test_a_stage_under_dvc_ends_at_once_yet_runs_its_exit_handlers(tmp_path, under_dvc):
+    """A stage dvc started skips Python's teardown (0.7 s of torch cleanup) but not what an exit must
+    do: thread pools stop (joining their workers alone hung the export stage), handlers run, output
+    is flushed. A script run by anything else returns from main() as before."""
+    env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | {"PYTHONPATH": str(ROOT / "src")}
+    if under_dvc:
+        env["DVC_STAGE"] = "probe"
+    out = tmp_path / "out.txt"
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, str(out)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "buffered, no newline"
+    assert out.read_text() == "written" and out.with_suffix(".atexit").read_text() == "ran"
+    assert out.with_suffix(".after").exists() is not under_dvc

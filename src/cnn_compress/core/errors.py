@@ -75,10 +75,13 @@ def exit_without_teardown() -> None:
     import gc
     import threading
 
+    shutdown, run_handlers = getattr(threading, "_shutdown", None), getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or run_handlers is None:  # CPython's own; elsewhere, the usual exit
+        return
     # As Python's own exit does first: stop thread pools (their exit hooks) and join non-daemon threads.
     # Joining alone hung the export stage on a thread pool's idle worker.
-    threading._shutdown()
-    atexit._run_exitfuncs()  # temporary folders, logging: everything that registered a handler
+    shutdown()
+    run_handlers()  # temporary folders, logging: everything that registered a handler
     gc.collect()  # a file left open in a reference cycle is closed (and flushed) by its finaliser
     sys.stdout.flush()
     sys.stderr.flush()
