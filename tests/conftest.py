@@ -307,16 +307,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset):
     return _shared_resnet8(tmp_path_factory, "tiny_checkpoint", tiny_dataset, epochs=10, batch_size=32)
 
 
-@pytest.fixture()
-def fresh_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint):
-    """``tiny_checkpoint`` read again from its file, for a test whose figures depend on every buffer:
-    the session's object is shared by all the tests of a worker, and one that runs it in train mode
-    moves its BatchNorm statistics (the straight-through test's first loss was 1.822 here, 1.837 in CI)."""
-    from cnn_compress.models.checkpoint import load_checkpoint
-
-    return load_checkpoint(shared_dir(tmp_path_factory) / "tiny_checkpoint" / "model.pt")
-
-
 @pytest.fixture(scope="session")
 def digits_dataset(tmp_path_factory: pytest.TempPathFactory):
     """The default data, whole: digits with the default split (360 test images)."""
