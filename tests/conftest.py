@@ -1,12 +1,14 @@
 """Shared fixtures: tiny data, tiny trained models and throw-away DVC projects."""
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,8 +88,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     A command still running after ``COMMAND_TIMEOUT`` fails its test with the Python stacks of its
     whole process group (dvc and the stage it runs): a hang costs minutes and says where it was,
     instead of holding CI until its own limit with no word of which test or process."""
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+    env = os.environ | warm_python() | {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
                         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PYTHONFAULTHANDLER": "1"}
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as p:
@@ -106,6 +107,47 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+_WARM: dict[str, str] = {}
+_COLD = [os.environ.get("CNN_COMPRESS_TEST_COLD") == "1"]  # a test marked `cold` sets it while it runs
+
+
+def warm_python() -> dict[str, str]:
+    """PATH and variables for commands a test runs: the venv's bin first (``python`` in dvc.yaml is
+    ours) and, unless the test is marked ``cold`` (or CNN_COMPRESS_TEST_COLD=1), before it a ``python``
+    that hands stage commands to a warm interpreter (tests/warm/server.py, started here on first use,
+    one per xdist worker): the stages run as written, without re-importing torch in each."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    if _COLD[0]:
+        return {"PATH": path}
+    if not _WARM:
+        folder = Path(tempfile.mkdtemp(prefix="cc-warm-"))  # short: a socket path has 108 bytes at most
+        shim = folder / "bin/python"
+        shim.parent.mkdir()
+        shim.write_text(f"#!{sys.executable} -IS\n{(ROOT / 'tests/warm/client.py').read_text()}")
+        shim.chmod(0o755)
+        log = open(folder / "server.log", "w")  # noqa: SIM115  open while the server runs
+        server = subprocess.Popen([sys.executable, str(ROOT / "tests/warm/server.py"), str(folder / "socket")],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        atexit.register(lambda: (server.kill(), shutil.rmtree(folder, ignore_errors=True)))
+        _WARM.update({"bin": str(shim.parent), "CNN_COMPRESS_WARM_PYTHON": str(folder / "socket"),
+                      "CNN_COMPRESS_REAL_PYTHON": sys.executable})
+    return {"PATH": f"{_WARM['bin']}{os.pathsep}{path}", "CNN_COMPRESS_WARM_PYTHON": _WARM["CNN_COMPRESS_WARM_PYTHON"],
+            "CNN_COMPRESS_REAL_PYTHON": _WARM["CNN_COMPRESS_REAL_PYTHON"]}
+
+
+@pytest.fixture(autouse=True)
+def _cold_processes(request: pytest.FixtureRequest):
+    """``@pytest.mark.cold``: the commands this test runs start every stage as a new interpreter."""
+    if request.node.get_closest_marker("cold") is None:
+        yield
+        return
+    before, _COLD[0] = _COLD[0], True
+    try:
+        yield
+    finally:
+        _COLD[0] = before
 
 
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

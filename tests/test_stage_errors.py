@@ -159,3 +159,32 @@ def test_a_stage_under_dvc_ends_at_once_yet_runs_its_exit_handlers(tmp_path, und
     assert proc.stdout == "buffered, no newline"
     assert out.read_text() == "written" and out.with_suffix(".atexit").read_text() == "ran"
     assert out.with_suffix(".after").exists() is not under_dvc
+
+
+DYNAMO_PROBE = """
+import atexit, logging, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+atexit.register(lambda: out.write_text(str("tabulate" in sys.modules)))  # runs last: after dynamo's handler
+import torch._dynamo  # noqa: F401  registers its compile-time report for the exit
+from cnn_compress.core.errors import cli
+
+@cli
+def main():
+    if sys.argv[2] == "logged":
+        logging.getLogger("torch._dynamo.utils").setLevel(logging.INFO)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_a_stage_skips_dynamos_exit_report_unless_its_logger_is_on(tmp_path, logged):
+    """torch._dynamo builds its compile-time table at exit (0.3 s importing tabulate) only to log it at
+    INFO: a stage under dvc skips it unless that logger is on."""
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "DVC_STAGE": "probe"}
+    out = tmp_path / "tabulate.txt"
+    proc = subprocess.run([sys.executable, "-c", DYNAMO_PROBE, str(out), "logged" if logged else "quiet"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == str(logged)

@@ -81,8 +81,21 @@ def exit_without_teardown() -> None:
     # As Python's own exit does first: stop thread pools (their exit hooks) and join non-daemon threads.
     # Joining alone hung the export stage on a thread pool's idle worker.
     shutdown()
+    _drop_unlogged_dynamo_report(atexit)
     run_handlers()  # temporary folders, logging: everything that registered a handler
     gc.collect()  # a file left open in a reference cycle is closed (and flushed) by its finaliser
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _drop_unlogged_dynamo_report(atexit_module: object) -> None:
+    """torch._dynamo's exit handler builds its compile-time table (importing ``tabulate``: 0.3 s)
+    in every process that imported it, then logs it at INFO, which nobody sees unless TORCH_LOGS
+    asks: skip it then. Logged as usual when its logger is on."""
+    import logging
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    report = getattr(utils, "dump_compile_times", None)
+    if report is not None and not logging.getLogger(utils.__name__).isEnabledFor(logging.INFO):
+        atexit_module.unregister(report)

@@ -1,0 +1,102 @@
+"""The suite's warm ``python`` (tests/warm/) must behave as the real one for a stage command: same
+output, exit code, working directory, environment, umask and paths; tracebacks and signals as Python's;
+a stage whose caller is killed is ended. Otherwise the stage tests would prove less than they say."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import warm_python
+
+SCRIPT = """
+import os, sys
+print(sys.argv, os.getcwd(), os.environ.get("ASKED"), sys.path[:2], oct(os.umask(0o22)), __name__)
+print("torch already imported:", "torch" in sys.modules, file=sys.stderr)
+import helper
+print(helper.VALUE, sys.stdin.read().strip())
+if sys.argv[1] == "raise":
+    raise ValueError("boom")
+if sys.argv[1] == "wait":
+    from pathlib import Path
+    import signal, time
+    signal.signal(signal.SIGTERM, lambda *_: (Path("terminated").write_text("yes"), os._exit(143)))
+    Path("started").write_text(str(os.getpid()))
+    time.sleep(60)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/probe.py").write_text(SCRIPT)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/helper.py").write_text("VALUE = 'from PYTHONPATH'\n")
+    return tmp_path
+
+
+def _run(project: Path, arg: str, warm: bool, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+    env = os.environ | warm_python() | {"ASKED": "yes"}
+    if not warm:
+        env.pop("CNN_COMPRESS_WARM_PYTHON")
+    cmd = f"umask 027; PYTHONPATH=lib python stages/probe.py {arg}"
+    if kw.pop("background", False):
+        return subprocess.Popen(["sh", "-c", "PYTHONPATH=lib exec python stages/probe.py wait"], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(["sh", "-c", cmd], cwd=project, env=env, input="from stdin", capture_output=True,
+                          text=True, timeout=120)
+
+
+def _warm_ready(project: Path) -> None:
+    deadline = time.monotonic() + 120
+    while "torch already imported: True" not in _run(project, "0", warm=True).stderr:
+        assert time.monotonic() < deadline, "the warm server did not start"
+        time.sleep(0.5)
+
+
+def test_a_stage_runs_warm_as_it_runs_cold(project):
+    _warm_ready(project)
+    runs = {arg: (_run(project, arg, warm=True), _run(project, arg, warm=False)) for arg in ("0", "3", "raise")}
+    for arg, (warm, cold) in runs.items():
+        assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), arg
+        assert "torch already imported: True" in warm.stderr and "torch already imported: False" in cold.stderr
+    warm = runs["3"][0]
+    assert warm.returncode == 3 and "['stages/probe.py', '3'] " in warm.stdout and "0o27 __main__" in warm.stdout
+    assert f"{project} yes ['{project}/stages', '{project}/lib']" in warm.stdout
+    assert "from PYTHONPATH from stdin" in warm.stdout
+    raised = runs["raise"][0]
+    assert raised.returncode == 1 and "Traceback" in raised.stderr and "ValueError: boom" in raised.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_signal_to_the_stage_command_reaches_the_stage(project, sig):
+    """SIGKILL of the command (dvc killed, its stage's parent gone): the stage gets SIGTERM, as
+    PR_SET_PDEATHSIG gives it. SIGINT: forwarded, and the command dies of it as Python would."""
+    _warm_ready(project)
+    proc = _run(project, "wait", warm=True, background=True)
+    deadline = time.monotonic() + 60
+    while not (project / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pid = int((project / "started").read_text())
+    assert pid != proc.pid  # the stage is the warm server's child, not the command's process
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]:
+        assert time.monotonic() < deadline, "the stage outlived its command"
+        time.sleep(0.05)
+    if sig == signal.SIGKILL:
+        assert (project / "terminated").read_text() == "yes"
+    else:
+        assert proc.returncode == -signal.SIGINT and "KeyboardInterrupt" in proc.stderr.read()
+
+
+def test_commands_other_than_stages_run_the_real_python(project):
+    env = os.environ | warm_python()
+    out = subprocess.run(["python", "-c", "import sys; print(sys.executable, 'torch' in sys.modules)"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [sys.executable, "False"]
