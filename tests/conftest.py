@@ -137,6 +137,13 @@ def warm_python() -> dict[str, str]:
             "CNN_COMPRESS_REAL_PYTHON": _WARM["CNN_COMPRESS_REAL_PYTHON"]}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warm_server_early() -> None:
+    """Start the warm interpreter with the worker's first test: its imports take ~10 s, and the first
+    tests are pipelines whose first stages would otherwise start cold."""
+    warm_python()
+
+
 @pytest.fixture(autouse=True)
 def _cold_processes(request: pytest.FixtureRequest):
     """``@pytest.mark.cold``: the commands this test runs start every stage as a new interpreter."""

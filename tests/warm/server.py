@@ -128,6 +128,7 @@ def run(request: dict, fds: list[int], base_path: list[str]) -> None:
     extra = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *base_path]
     importlib.invalidate_caches()
+    sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     sys.argv = list(argv)
     sys.stdout.reconfigure(line_buffering=os.isatty(1), write_through=bool(os.environ.get("PYTHONUNBUFFERED")))
     if os.environ.get("PYTHONFAULTHANDLER"):
@@ -158,7 +159,8 @@ def log_time(argv: list[str], start: float) -> None:
     """CNN_COMPRESS_WARM_LOG=<file>: a line per stage (seconds, command) to see where a test's time goes."""
     if path := os.environ.get("CNN_COMPRESS_WARM_LOG"):
         with open(path, "a") as log:
-            log.write(f"{time.monotonic() - start:.2f}\t{os.environ.get('DVC_STAGE', '-')}\t{' '.join(argv)}\n")
+            cpu = sum(os.times()[:2])  # this process's user + system seconds (its children's apart)
+            log.write(f"{time.monotonic() - start:.2f}\t{cpu:.2f}\t{os.environ.get('DVC_STAGE', '-')}\t{' '.join(argv)}\n")
 
 
 def exit_code(code: object) -> int:
