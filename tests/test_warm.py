@@ -31,6 +31,8 @@ sys.exit(int(sys.argv[1]))
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
+    if "CNN_COMPRESS_WARM_PYTHON" not in warm_python():
+        pytest.skip("CNN_COMPRESS_TEST_COLD=1: the warm interpreter is off")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages/probe.py").write_text(SCRIPT)
     (tmp_path / "lib").mkdir()
@@ -38,16 +40,22 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run(project: Path, arg: str, warm: bool, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+def _env(warm: bool) -> dict[str, str]:
     env = os.environ | warm_python() | {"ASKED": "yes"}
     if not warm:
         env.pop("CNN_COMPRESS_WARM_PYTHON")
-    cmd = f"umask 027; PYTHONPATH=lib python stages/probe.py {arg}"
-    if kw.pop("background", False):
-        return subprocess.Popen(["sh", "-c", "PYTHONPATH=lib exec python stages/probe.py wait"], cwd=project, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(["sh", "-c", cmd], cwd=project, env=env, input="from stdin", capture_output=True,
-                          text=True, timeout=120)
+    return env
+
+
+def _run(project: Path, arg: str, warm: bool) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", f"umask 027; PYTHONPATH=lib python stages/probe.py {arg}"], cwd=project,
+                          env=_env(warm), input="from stdin", capture_output=True, text=True, timeout=120)
+
+
+def _start_waiting(project: Path) -> subprocess.Popen:
+    """The probe waiting in a stage, its command the process that ``sh`` execs (a signal's target)."""
+    return subprocess.Popen(["sh", "-c", "PYTHONPATH=lib exec python stages/probe.py wait"], cwd=project,
+                            env=_env(warm=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _warm_ready(project: Path) -> None:
@@ -76,7 +84,7 @@ def test_a_signal_to_the_stage_command_reaches_the_stage(project, sig):
     """SIGKILL of the command (dvc killed, its stage's parent gone): the stage gets SIGTERM, as
     PR_SET_PDEATHSIG gives it. SIGINT: forwarded, and the command dies of it as Python would."""
     _warm_ready(project)
-    proc = _run(project, "wait", warm=True, background=True)
+    proc = _start_waiting(project)
     deadline = time.monotonic() + 60
     while not (project / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
