@@ -1,8 +1,11 @@
 """The suite's warm ``python`` (tests/warm/) must behave as the real one for a stage command: same
 output, exit code, working directory, environment, umask and paths; tracebacks and signals as Python's;
 a stage whose caller is killed is ended. Otherwise the stage tests would prove less than they say."""
+import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -108,3 +111,30 @@ def test_commands_other_than_stages_run_the_real_python(project):
     out = subprocess.run(["python", "-c", "import sys; print(sys.executable, 'torch' in sys.modules)"], env=env,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [sys.executable, "False"]
+
+
+def test_a_stage_that_cannot_start_fails_in_one_command_and_the_server_goes_on(project, tmp_path):
+    """A request whose working directory is gone when the child starts: that command gets exit 1 and
+    a traceback, the server serves the next one; a removed working directory on the caller's side
+    runs the script as the real python does (it does not need one)."""
+    _warm_ready(project)
+    script = str(project / "stages/probe.py")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(_env(warm=True)["CNN_COMPRESS_WARM_PYTHON"])
+    err = (tmp_path / "stderr").open("w+")
+    request = json.dumps({"argv": [script, "0"], "cwd": str(tmp_path / "gone"), "env": dict(os.environ),
+                          "umask": 0o22}).encode()
+    with open(os.devnull) as null:
+        socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [null.fileno(), null.fileno(), err.fileno()])
+    replies = conn.makefile("rb")
+    assert replies.readline().startswith(b"pid ") and replies.readline() == b"exit 1\n"
+    err.seek(0)
+    assert "FileNotFoundError" in err.read()
+    assert _run(project, "3", warm=True).returncode == 3
+    runs = []
+    for warm in (True, False):  # the probe asks for its working directory: the same error either way
+        (gone := tmp_path / f"removed-{warm}").mkdir()
+        runs.append(subprocess.run(["sh", "-c", f"cd {gone} && rmdir {gone} && python {script} 3"], env=_env(warm),
+                                   input="", capture_output=True, text=True, timeout=60))
+    assert [r.returncode for r in runs] == [1, 1]
+    assert all(r.stderr.rstrip().endswith("FileNotFoundError: [Errno 2] No such file or directory") for r in runs)

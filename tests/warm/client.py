@@ -36,7 +36,11 @@ def main() -> None:
             fds.append(os.open(os.devnull, os.O_RDWR))
     umask = os.umask(0)
     os.umask(umask)
-    request = json.dumps({"argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}).encode()
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a working directory removed under us: Python itself still runs a script by path
+        real()
+    request = json.dumps({"argv": args, "cwd": cwd, "env": dict(os.environ), "umask": umask}).encode()
     socket.send_fds(conn, [struct.pack("!I", len(request)) + request], fds)
     replies = conn.makefile("rb")
     line = replies.readline().split()

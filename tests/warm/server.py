@@ -65,9 +65,12 @@ def main(path: str) -> None:
             continue
         conn, _ = server.accept()
         if os.fork() == 0:
-            server.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            handle(conn, base_path)
+            try:  # a forked process never returns into this loop, whatever goes wrong in it
+                server.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                handle(conn, base_path)
+            finally:
+                os._exit(1)
         conn.close()
 
 
@@ -91,8 +94,13 @@ def handle(conn: socket.socket, base_path: list[str]) -> None:
         os._exit(1)
     pid = os.fork()
     if pid == 0:
-        conn.close()
-        run(request, fds, base_path)
+        try:
+            conn.close()
+            run(request, fds, base_path)  # ends the process itself
+        except BaseException:  # noqa: BLE001  before the script started (a working directory gone, say)
+            traceback.print_exc()
+        finally:
+            os._exit(1)
     for fd in fds:
         os.close(fd)
     conn.sendall(f"pid {pid}\n".encode())
