@@ -286,6 +286,10 @@ def test_fixed_point_study_smoke_produces_every_published_table(study_project, m
     assert set(ablation.row) == {"published", *params["settings"]}
     metrics = json.loads((folder / "metrics/study.json").read_text())
     assert {"baseline_top1", "asym_above_sym_at_4_and_3_bits", "collapse_at_2_bits_without_ft", "closest_setting"} <= set(metrics)
+    # the closest setting is judged on `select`, every table reports `report` (data.select_fraction)
+    assert (metrics["choice_split"], metrics["report_split"], metrics["setting"]) == ("select", "report", "w_minmax")
+    assert "**Splits.** Every accuracy in the tables is on `report`." in text and "on `select` the closest setting is" in text
+    assert {"worst factor 4-6 bits, select", "in use"} <= set(ablation.column)
     assert "ResNet-8 (width 8) standing in for ResNet-20" in text.split("**Finding.**")[1].splitlines()[0]
     kd = frame[frame.table == "distillation"].pivot(index="row", columns="column", values="value")
     assert set(kd.index) == {"q3_asym", "q2_asym", "sparse80", "sparse80_q4_asym"}

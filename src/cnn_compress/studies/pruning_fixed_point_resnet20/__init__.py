@@ -8,11 +8,16 @@ benchmark stage measured from its artifact (top-1, loss, sparsity), lays the row
 published ones, checks the published claims on our rows (``shape_checks``, ``studies/checks.py``) and compares the fixed-point settings (which range estimator,
 activations on or off, per-channel or per-tensor) by how close their drops come to the published
 drops. Artifact names follow ``q<bits>_<asym|sym>_<setting>[_ft]``.
+
+The closest setting is a choice, so it reads the ``select`` split when the data has one
+(``data.select_fraction``; docs/selection-split.md) and every table reports ``report``: with
+``setting: select`` the tables use the setting closest on ``select``, with a named setting they use
+that one and the results say which setting ``select`` would have picked.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,6 +40,7 @@ from cnn_compress.studies.registry import StudyContext, register_study
 
 NAME = "pruning_fixed_point_resnet20"
 PUBLISHED = "pruning-fixed-point-resnet20.yaml"
+SELECT = "select"  # study.<name>.setting: choose the closest setting on the choosing split
 METHODS = ("One-shot pruning + fine-tuning", "Iterative pruning + fine-tuning", "Global iterative pruning + fine-tuning")
 
 
@@ -58,7 +64,9 @@ class FixedPointStudyConfig:
     dense_ft: str = "dense_ft"  # its fine-tuned quantization rows (``..._ft`` artifacts)
     pruned: tuple[str, ...] = ("oneshot", "iterative", "global")  # the three pruning rows, in METHODS order
     combined: str = "global"  # the pruned variant whose fixed-point artifacts are the combined table
-    setting: str = "w_minmax"  # the setting the published tables are compared with
+    # the setting the published tables are compared with: one of settings, or "select" for the one whose
+    # drops come closest to the published ones on the `select` split (the choosing split)
+    setting: str = "w_minmax"
     settings: tuple[tuple[str, FixedConfig], ...] = ()  # every setting compared in the ablation
     bits: tuple[int, ...] = (6, 5, 4, 3, 2)
     close_ratio: float = 1.5  # a drop counts as close when within this factor of the published one...
@@ -83,8 +91,10 @@ class FixedPointStudyConfig:
 
     def __post_init__(self) -> None:
         require(len(self.pruned) == len(METHODS), f"{self.SECTION}.pruned", f"must name {len(METHODS)} variants")
-        require(any(n == self.setting for n, _ in self.settings) or not self.settings, f"{self.SECTION}.setting",
-                f"'{self.setting}' is not one of settings")
+        require(any(n == self.setting for n, _ in self.settings) or not self.settings or self.setting == SELECT,
+                f"{self.SECTION}.setting", f"'{self.setting}' is not one of settings (or '{SELECT}')")
+        require(self.setting != SELECT or len(self.settings) > 0, f"{self.SECTION}.setting",
+                f"'{SELECT}' needs settings to choose from")
         require(self.close_ratio >= 1, f"{self.SECTION}.close_ratio", "must be >= 1")
         require(self.amp_rounds >= 0, f"{self.SECTION}.amp_rounds", "must be >= 0")
         require(self.amp_batch >= 2, f"{self.SECTION}.amp_batch", "must be >= 2 (BatchNorm trains on batches)")
@@ -98,9 +108,9 @@ def artifact(setting: str, bits: int, scheme: str, ft: bool = False) -> str:
 class Rows:
     """Every variant's measured artifacts: (variant, artifact) -> top-1 %, loss, sparsity."""
 
-    def __init__(self, variants: list[str]) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        for v in variants:
+    def __init__(self, variants: list[str], rows: dict[str, dict[str, Any]] | None = None) -> None:
+        self.rows: dict[str, dict[str, Any]] = {} if rows is None else rows
+        for v in variants if rows is None else ():
             try:
                 self.rows[v] = json.loads(Path("variants", v, "benchmark.json").read_text())["artifacts"]
             except (OSError, ValueError, KeyError) as exc:
@@ -108,7 +118,19 @@ class Rows:
 
     def get(self, variant: str, name: str, key: str = "top1") -> float | None:
         row = self.rows.get(variant, {}).get(name)
-        return None if row is None else float(row[key])
+        return None if row is None or row.get(key) is None else float(row[key])
+
+    def splits(self) -> tuple[str, str]:
+        """(choosing split, reported split): ``select`` / ``report`` when the benchmark stage scored
+        both (``top1_select`` beside ``top1``), else the one split it scored for both."""
+        rows = [r for arts in self.rows.values() for r in arts.values()]
+        shown = str(rows[0].get("split", "test")) if rows else "test"
+        return ("select" if rows and all("top1_select" in r for r in rows) else shown), shown
+
+    def choosing(self) -> Rows:
+        """These rows as the choosing split sees them: ``top1`` is ``top1_select`` where it was scored."""
+        return Rows([], {v: {n: r | ({"top1": r["top1_select"]} if "top1_select" in r else {}) for n, r in arts.items()}
+                         for v, arts in self.rows.items()})
 
     def need(self, variant: str, name: str, key: str = "top1") -> float:
         value = self.get(variant, name, key)
@@ -280,6 +302,55 @@ def shape_checks(tables: dict[str, pd.DataFrame], base: float, combined: str = "
     ]
 
 
+@dataclass(frozen=True)
+class SettingChoice:
+    """Which fixed-point setting the tables use and how it was decided: ``closest`` is the setting
+    whose drops come closest to the published ones on ``split`` (the choosing split), ``reported``
+    the split every table's accuracy is from, ``fixed`` whether params named the setting."""
+    setting: str
+    closest: str | None
+    split: str
+    reported: str
+    fixed: bool
+    worst: dict[str, float | None]  # setting -> worst factor 4-6 bits on the choosing split
+    close: dict[str, str | None]  # setting -> close 4-6 bits on the choosing split
+
+    @property
+    def separate(self) -> bool:
+        return self.split != self.reported
+
+
+def choose_setting(rows: Rows, cfg: FixedPointStudyConfig, pub: pd.DataFrame | None,
+                   pub_base: float | None) -> SettingChoice:
+    """The closest setting, judged on the choosing split only: the drops of every setting from the
+    dense model's accuracy, both read from ``top1_select`` when the benchmark stage scored it, so no
+    ``report`` image can move the choice (``setting: select`` then uses it)."""
+    split, reported = rows.splits()
+    seen = rows.choosing()
+    frame = ablation(seen, cfg, pub, seen.need(cfg.dense, "finetuned"), pub_base)
+    ranked = frame[frame.setting != "published"].dropna(subset=["worst factor 4-6 bits"])
+    closest = str(ranked.sort_values("worst factor 4-6 bits", kind="stable").setting.iloc[0]) if len(ranked) else None
+    if cfg.setting == SELECT and closest is None:
+        raise ConfigError(f"study.{NAME}.setting: '{SELECT}' found no setting with drops at 4-6 bits beside published "
+                          "ones to choose by (needs ../shared and the dense variant's q<4-6>_* artifacts)")
+    setting = closest if cfg.setting == SELECT else cfg.setting
+    by = frame.set_index("setting")
+    return SettingChoice(str(setting), closest, split, reported, cfg.setting != SELECT,
+                         {n: _num(by.loc[n, "worst factor 4-6 bits"]) for n, _ in cfg.settings if n in by.index},
+                         {n: by.loc[n, "close 4-6 bits"] for n, _ in cfg.settings if n in by.index})
+
+
+def with_choice_columns(frame: pd.DataFrame, choice: SettingChoice) -> pd.DataFrame:
+    """The ablation on the reported split, with the choosing split's verdicts beside it (when the two
+    splits differ) and the setting in use marked."""
+    frame = frame.copy()
+    if choice.separate:
+        frame[f"worst factor 4-6 bits, {choice.split}"] = frame.setting.map(choice.worst)
+        frame[f"close 4-6 bits, {choice.split}"] = frame.setting.map(choice.close)
+    frame["in use"] = (frame.setting == choice.setting).map({True: "yes", False: ""})
+    return frame
+
+
 @register_study(NAME, FixedPointStudyConfig)
 def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     from cnn_compress.measure.benchmark import machine_info
@@ -293,13 +364,15 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
     rows, study = Rows(ctx.variants), published(PUBLISHED)
     base, pub_base = rows.need(cfg.dense, "finetuned"), published_base(study)
     quant_pub = published_table(study, "quant_no_finetune")
+    choice = choose_setting(rows, cfg, quant_pub, pub_base)
+    cfg = replace(cfg, setting=choice.setting)  # every table below is of the setting in use
     tables = {
         "pruning_finetune": pruning_table(rows, cfg, published_table(study, "pruning_finetune"), base, pub_base),
         "quant_no_finetune": quant_table(rows, cfg, quant_pub, base, pub_base),
         "asym_quant_finetune": ft_table(rows, cfg, published_table(study, "asym_quant_finetune"), base, pub_base),
         "pruned_then_quantized": combined_table(rows, cfg, published_table(study, "pruned_then_quantized"), base,
                                                 pub_base),
-        "ablation": ablation(rows, cfg, quant_pub, base, pub_base),
+        "ablation": with_choice_columns(ablation(rows, cfg, quant_pub, base, pub_base), choice),
     }
     if cfg.dense_kd or cfg.combined_kd:
         tables["distillation"] = distill_table(rows, cfg, base)
@@ -309,15 +382,15 @@ def run(cfg: FixedPointStudyConfig, ctx: StudyContext) -> dict[str, Any]:
         tables["amp"] = amp_table(cfg)
     checks = shape_checks(tables, base, cfg.combined)
     report.write(ctx.out, cfg, tables, checks, base, pub_base, machine_info(1), study is not None,
-                 model_label(ctx.params, "ResNet-20"))
+                 model_label(ctx.params, "ResNet-20"), choice)
     prune = tables["pruning_finetune"].set_index("variant")
     q = tables["quant_no_finetune"].set_index("nbits")
-    ranked = tables["ablation"][tables["ablation"].setting != "published"].dropna(subset=["worst factor 4-6 bits"])
-    closest = ranked.sort_values("worst factor 4-6 bits").setting.iloc[0] if len(ranked) else None
-    return {"baseline_top1": base, **{f"{v}_drop": float(prune.loc[v, "acc drop ours"]) for v in cfg.pruned},
+    return {"baseline_top1": base, "setting": choice.setting, "choice_split": choice.split,
+            "report_split": choice.reported, **{f"{v}_drop": float(prune.loc[v, "acc drop ours"]) for v in cfg.pruned},
             **{f"q{b}_asym_drop": _num(q.loc[b, "asym drop ours"]) for b in cfg.bits},
             **{f"q{b}_sym_drop": _num(q.loc[b, "sym drop ours"]) for b in cfg.bits},
-            **as_metrics(checks), "closest_setting": closest, "setting_is_closest": closest in (None, cfg.setting),
+            **as_metrics(checks), "closest_setting": choice.closest,
+            "setting_is_closest": choice.closest in (None, choice.setting),
             **({f"kd_gain_{r.key}": _num(r.gain) for r in tables["distillation"].itertuples()}
                if "distillation" in tables else {}),
             **({f"allocation_gain_{r.key}": _num(r.gain) for r in tables["allocation"].itertuples()}

@@ -96,8 +96,25 @@ def amp_part(tables: dict[str, pd.DataFrame]) -> list[str]:
             markdown(t), ""]
 
 
+def choice_part(choice: Any, cfg: Any) -> str:
+    """Which split decided the setting and which one every accuracy is from (docs/selection-split.md)."""
+    if choice is None:
+        return ""
+    how = (f"fixed in params.yaml (`study.{cfg.SECTION.split('.')[1]}.setting`)" if choice.fixed
+           else f"chosen on `{choice.split}` as the setting whose drops come closest to the published ones")
+    text = f"**Splits.** Every accuracy in the tables is on `{choice.reported}`. The setting in use, `{choice.setting}`, is {how}"
+    if choice.fixed and choice.closest is not None:
+        agree = "the same one" if choice.closest == choice.setting else f"`{choice.closest}`, not this one"
+        text += f"; on `{choice.split}` the closest setting is {agree}"
+    if not choice.separate:
+        text += (f". The choice and the tables read the same split (`{choice.split}`): set `data.select_fraction` "
+                 "to choose on a `select` split that the tables never report")
+    return text + ".\n"
+
+
 def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: list[Check], base: float,
-          pub_base: float | None, machine: dict[str, Any], have_published: bool, model: str = "") -> None:
+          pub_base: float | None, machine: dict[str, Any], have_published: bool, model: str = "",
+          choice: Any = None) -> None:
     atomic.write_text(out / "results.csv", long_frame(tables, lambda name, f: [KEYS[name]]).to_csv(index=False))
     plot = plot_frame(tables)
     atomic.write_text(out / "plots" / "study.csv", plot.to_csv(index=False))
@@ -110,6 +127,7 @@ def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: list[Che
         "Columns: `pub` published, `ours` measured here, `diff` ours - pub, `drop pub` / `drop ours` points below "
         "each side's own baseline (compare these when the baselines differ).\n",
         f"**Finding.** {finding(tables, checks, cfg, model)}\n",
+        choice_part(choice, cfg),
         f"Measured on {machine_line(machine)}.\n",
         f"## Pruning to 80% sparsity, fine-tuned (`pruning_finetune`{o})\n", markdown(tables["pruning_finetune"]), "",
         f"## Fixed point without fine-tuning, setting `{cfg.setting}` (`quant_no_finetune`{o})\n",
@@ -123,7 +141,8 @@ def write(out: Path, cfg: Any, tables: dict[str, pd.DataFrame], checks: list[Che
         f"`close 4-6 bits`: every such drop within {cfg.close_ratio}x or {cfg.close_points} points of the published one; "
         f"a drop within {cfg.close_points} points counts as close whatever its factor (test-set noise decides there: "
         f"0.12 against 0.07 points is 7x), and `yes, N within {cfg.close_points:g} pts` counts the drops that are close "
-        "only that way, so a large worst factor beside `yes` comes from those.\n",
+        "only that way, so a large worst factor beside `yes` comes from those. Columns ending `, select` judge the same on "
+        "the `select` split, which decides the closest setting; `in use` marks the setting of the tables above.\n",
         markdown(tables["ablation"]), "",
         *distill_part(tables),
         *allocation_part(tables),
