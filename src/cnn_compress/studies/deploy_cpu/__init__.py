@@ -16,6 +16,7 @@ and the winner are timed again by ``benchmark_app`` and must agree with the harn
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from dataclasses import dataclass
@@ -169,6 +170,19 @@ def allow_recompiles(models: int) -> None:
     dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * need)
 
 
+@functools.cache
+def _peak_models(batch: int) -> tuple[tuple[tuple[str, Any], ...], torch.Tensor, int]:
+    """The peak probe's OpenVINO models (FP32 and NNCF INT8), its input and its MACs: built once for
+    every thread count (the conversion and the calibration cost more than the timed runs)."""
+    from cnn_compress.runtimes import ov_runtime
+
+    torch.manual_seed(0)
+    layers = [m for _ in range(4) for m in (torch.nn.Conv2d(128, 128, 3, padding=1, bias=False), torch.nn.ReLU())]
+    model, x = torch.nn.Sequential(*layers).eval(), torch.randn(batch, 128, 28, 28)
+    fp32 = ov_runtime.convert(model, x)
+    return (("FP32", fp32), ("INT8", ov_runtime.quantize(fp32, torch.randn(16, 128, 28, 28)))), x, 4 * 128 * 128 * 9 * 28 * 28 * batch
+
+
 def measure_peaks(threads: int, batch: int = 8, runs: int = 10) -> dict[str, float]:
     """MAC/s of a 4-layer 128-channel 3x3 convolution stack at 28x28 through OpenVINO, FP32 and
     NNCF INT8: what this runtime reaches on large, regular work (a practical peak)."""
@@ -176,13 +190,9 @@ def measure_peaks(threads: int, batch: int = 8, runs: int = 10) -> dict[str, flo
 
     from cnn_compress.runtimes import ov_runtime
 
-    torch.manual_seed(0)
-    layers = [m for _ in range(4) for m in (torch.nn.Conv2d(128, 128, 3, padding=1, bias=False), torch.nn.ReLU())]
-    model, x = torch.nn.Sequential(*layers).eval(), torch.randn(batch, 128, 28, 28)
-    macs = 4 * 128 * 128 * 9 * 28 * 28 * batch
-    fp32 = ov_runtime.convert(model, x)
+    models, x, macs = _peak_models(batch)
     peaks = {}
-    for precision, ov_model in (("FP32", fp32), ("INT8", ov_runtime.quantize(fp32, torch.randn(16, 128, 28, 28)))):
+    for precision, ov_model in models:
         request = ov_runtime.compile_cpu(ov_model, threads).create_infer_request()
         request.infer({0: x.numpy()})
         times = []
