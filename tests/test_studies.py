@@ -56,6 +56,16 @@ def only_pipeline(folder: Path) -> Path:
     return folder
 
 
+def test_the_six_smokes_prepare_and_train_one_model():
+    """Every smoke's data, model and train sections are the same, so in one test run the first smoke
+    trains and the others restore its prepare and train stages from the shared run-cache."""
+    sections = {folder.parent.name: {k: yaml.safe_load((folder / "params.yaml").read_text()).get(k)
+                                     for k in ("data", "model", "train")}
+                for folder in (ROOT / "studies").glob("*/smoke")}
+    assert len(sections) == 6 and all(s == sections["deploy-cpu"] for s in sections.values()), sections
+    assert sections["deploy-cpu"]["data"]["select_fraction"] > 0  # choices read `select`, tables `report`
+
+
 @pytest.mark.slow
 def test_deploy_study_smoke_writes_every_table(study_project):
     repo = study_project
