@@ -77,6 +77,9 @@ def test_median_interval_is_the_binomial_order_statistics():
 
     assert median_ci95([float(v) for v in range(1, 31)]) == (10.0, 21.0)  # the published ranks for n = 30
     assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few runs: the whole range
+    # a fast machine's burst: 5,000 calls (in floats, comb(n, k) / 2**n overflowed past ~1,030); the
+    # normal approximation puts the ranks at n/2 -+ 0.98 sqrt(n) = 2,431 and 2,569 (0-based: 2,430, 2,569)
+    assert median_ci95([float(v) for v in range(5000)]) == (2430.0, 2569.0)
 
 
 def _sleeping_runners(calls: list, delays: dict[str, float]) -> dict:

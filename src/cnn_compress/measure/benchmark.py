@@ -12,7 +12,6 @@ recorded beside the numbers.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 import sys
@@ -69,9 +68,13 @@ def median_ci95(values: list[float]) -> tuple[float, float]:
     """Distribution-free 95% interval of the median: the order statistics x(i+1), x(n-i) with i the
     largest count for which P(Binomial(n, 1/2) <= i) <= 2.5% (the whole range for n < 6)."""
     ordered, n = sorted(values), len(values)
-    i, cdf = 0, 0.5**n
-    while i + 1 < n and cdf + math.comb(n, i + 1) * 0.5**n <= 0.025:
-        i, cdf = i + 1, cdf + math.comb(n, i + 1) * 0.5**n
+    # in integers: as floats, comb(n, k) / 2**n overflows past about 1,030 calls (a fast machine's burst)
+    total, term, count, i = 2**n, 1, 1, 0  # count = sum of comb(n, k) for k <= i
+    while i + 1 < n:
+        term = term * (n - i) // (i + 1)  # comb(n, i + 1)
+        if 40 * (count + term) > total:  # P(Binomial(n, 1/2) <= i + 1) > 1/40
+            break
+        i, count = i + 1, count + term
     return ordered[i], ordered[n - 1 - i]
 
 
