@@ -20,7 +20,8 @@ def test_train_stage_under_torchrun_two_cpu_ranks(tmp_path):
     set_params(tmp_path, {"model": {"arch": "resnet8", "width": 8},
                           "train": {"epochs": 4, "batch_size": 32, "lr": 0.05, "threads": 1, "device": "cpu"}})
     prepare(DataConfig(max_per_class=30), tmp_path / "data/prepared")
-    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    # TMPDIR: torchrun leaves a torchelastic_* log folder in the temporary directory; this test's, not /tmp
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "stages/train.py"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
