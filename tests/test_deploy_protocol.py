@@ -172,6 +172,12 @@ def test_cross_check_picks_anchor_and_winner():
     assert protocol.cross_check_keys(irs, "dense", "dense/openvino_int8") == {"dense anchor": "dense/openvino_int8"}
     assert protocol.cross_check_keys(irs, "dense", "u50/ort_int8") == {"dense anchor": "dense/openvino_int8"}
     assert protocol.cross_check_keys(irs, "dense", None) == {"dense anchor": "dense/openvino_int8"}
+    # the winner is the anchor: the fastest at any accuracy is still checked, as itself or its variant's IR
+    assert protocol.cross_check_keys(irs, "dense", "dense/openvino_int8", "s50/openvino_fp32") == {
+        "dense anchor": "dense/openvino_int8", "fastest at any accuracy": "s50/openvino_fp32"}
+    both = protocol.cross_check_keys(irs, "dense", "dense/ort_int8", "s50/ort_int8")
+    assert list(both.values()) == ["dense/openvino_int8", "s50/openvino_int8"] and "no IR" in list(both)[1]
+    assert len(protocol.cross_check_keys(irs, "dense", "s50/openvino_fp32", "s50/openvino_fp32")) == 2
 
 
 def test_every_study_times_with_the_burst(monkeypatch, tiny_checkpoint, tiny_dataset, tmp_path):

@@ -11,8 +11,9 @@ profiles the fastest artifact per layer.
 
 The review protocol (``protocol.py``, docs in studies/deploy-cpu/README.md): choices read the
 ``select`` split and shown accuracies the ``report`` split when the data has them; the dense
-reference's fine-tuning budget is checked against every variant's; the dense OpenVINO INT8 anchor
-and the winner are timed again by ``benchmark_app`` and must agree with the harness within 15%.
+reference's fine-tuning budget is checked against every variant's; the dense OpenVINO INT8 anchor,
+the winner and the fastest artifact at any accuracy are timed again by ``benchmark_app`` and must
+agree with the harness within 15%.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class DeployConfig:
     profile_runs: int = 50
     # each artifact's turn in a round: an untimed call, then calls back to back for this long (0: one cold call)
     burst_ms: float = BURST_MS
-    cross_check: bool = True  # time the dense OpenVINO INT8 anchor and the winner with benchmark_app too
+    cross_check: bool = True  # time the dense INT8 anchor, the winner and the fastest with benchmark_app too
     cross_check_seconds: int = 3  # benchmark_app -t, per artifact, batch size and thread count
 
     def __post_init__(self) -> None:
@@ -332,7 +333,8 @@ def run(cfg: DeployConfig, ctx: StudyContext) -> dict[str, Any]:
     ref = add_comparisons(frame, cfg)
     goals = targets(frame, cfg, ref) | {"chosen_on": splits.choose}
     budget = protocol.budget_check(protocol.read_budgets(ctx.variants, len(ds.splits["train"])), cfg.dense)
-    cross = cross_check(cells, timings, cfg, goals.get("fastest")) if cfg.cross_check else []
+    cross = (cross_check(cells, timings, cfg, goals.get("fastest"), goals.get("fastest_overall"))
+             if cfg.cross_check else [])
     profile = _profile(frame, cells, cfg, ds)
     machine = machine_info(min(cfg.threads))
     report.write_deploy(ctx.out, frame, cfg, goals, controls, peaks, profile, machine, ref,
@@ -359,10 +361,12 @@ def score_cells(cells: list[Cell], ds: Any, threads: int) -> protocol.Splits:
     return splits
 
 
-def cross_check(cells: list[Cell], timings: dict[int, dict], cfg: DeployConfig, winner: str | None) -> list[dict[str, Any]]:
-    """benchmark_app beside the harness for the dense OpenVINO INT8 anchor and the winner."""
+def cross_check(cells: list[Cell], timings: dict[int, dict], cfg: DeployConfig, winner: str | None,
+                fastest: str | None = None) -> list[dict[str, Any]]:
+    """benchmark_app beside the harness for the dense OpenVINO INT8 anchor, the winner and the
+    fastest artifact at any accuracy."""
     irs = {c.key: c.path for c in cells if c.path.suffix == ".xml" and not c.compile}
-    roles = protocol.cross_check_keys(set(irs), cfg.dense, winner)
+    roles = protocol.cross_check_keys(set(irs), cfg.dense, winner, fastest)
     return protocol.cross_check({role: (irs[key], key) for role, key in roles.items()}, timings,
                                 tuple(cfg.batch_sizes), cfg.cross_check_seconds)
 

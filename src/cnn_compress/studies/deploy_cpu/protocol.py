@@ -152,15 +152,19 @@ def verdict(pct: float, agree: bool) -> str:
     return "agree" if agree else f"disagree: {pct:+.1f}%"
 
 
-def cross_check_keys(keys: set[str], dense: str, winner: str | None) -> dict[str, str]:
-    """role -> cell key: the dense OpenVINO INT8 anchor, and the winner when it is an IR, else the
-    winner variant's OpenVINO INT8 IR when it has one (``keys``: the IR cells, not compiled)."""
+def cross_check_keys(keys: set[str], dense: str, winner: str | None,
+                     fastest: str | None = None) -> dict[str, str]:
+    """role -> cell key: the dense OpenVINO INT8 anchor, the winner and the fastest artifact at any
+    accuracy (each when it is an IR, else its variant's OpenVINO INT8 IR when it has one; ``keys``:
+    the IR cells, not compiled). The fastest is checked too because when the winner is the anchor
+    itself no pruned artifact would be, while the speedups outside the budget are still reported."""
     out = {"dense anchor": f"{dense}/openvino_int8"} if f"{dense}/openvino_int8" in keys else {}
-    if winner is None:
-        return out
-    ir = winner if winner in keys else f"{winner.split('/')[0]}/openvino_int8"
-    if ir in keys and ir not in out.values():
-        out["winner" if ir == winner else f"winner's variant (winner `{winner}` is no IR)"] = ir
+    for role, key in (("winner", winner), ("fastest at any accuracy", fastest)):
+        if key is None:
+            continue
+        ir = key if key in keys else f"{key.split('/')[0]}/openvino_int8"
+        if ir in keys and ir not in out.values():
+            out[role if ir == key else f"{role}'s variant (`{key}` is no IR)"] = ir
     return out
 
 

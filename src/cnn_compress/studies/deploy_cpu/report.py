@@ -138,7 +138,8 @@ def _protocol(checks: dict[str, Any], cfg: Any, frame: pd.DataFrame) -> str:
             lines.append(f"- **Reference.** `{cfg.dense}` got at least the fine-tuning budget (epochs x steps per epoch, "
                          "iterative pruning's step epochs included) and the recipe of every variant it is compared with "
                          f"(distillation aside); drops and the {cfg.max_drop:g}-point budget are measured against it.")
-    cross = ("the dense OpenVINO INT8 anchor and the winner are timed again by `benchmark_app` (below)"
+    cross = ("the dense OpenVINO INT8 anchor, the winner and the fastest artifact at any accuracy are timed "
+             "again by `benchmark_app` (below)"
              if getattr(cfg, "cross_check", False) else "no `benchmark_app` cross-check (`study.deploy_cpu.cross_check: false`)")
     lines.append("- **Anchors at their best.** OpenVINO IRs run reshaped to a static batch per batch size (compiled once "
                  "for each), ONNX Runtime sessions with full graph optimisation (`ORT_ENABLE_ALL`), for every variant, "
