@@ -26,6 +26,12 @@ from cnn_compress.measure.benchmark import machine_info  # noqa: E402
 from cnn_compress.runtimes.ov_runtime import benchmark_app, compile_cpu, read  # noqa: E402
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr and exit code 2, as the pipeline's stages do."""
+    print(f"ov_timers: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def loop_ms(path: Path, threads: int, seconds: float, per_call: bool) -> float:
     """Median ms of back-to-back ``infer()`` calls for ``seconds``, after a warm-up."""
     model = read(path)
@@ -52,11 +58,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    for path in args.irs:
+        if path.suffix != ".xml" or not path.is_file() or not path.with_suffix(".bin").is_file():
+            fail(f"{path} is not an OpenVINO IR (an .xml file with its .bin beside it)")
+    if min(args.threads) < 1 or args.seconds < 1:
+        fail("--threads and --seconds must be >= 1")
     rows = ["| IR | threads | benchmark_app ms | input per call ms | input set once ms | per call / benchmark_app |",
             "|---|---:|---:|---:|---:|---:|"]
     for path in args.irs:
         for t in args.threads:
-            app = benchmark_app(path, 1, t, args.seconds)["ms_median"]
+            try:
+                app = benchmark_app(path, 1, t, args.seconds)["ms_median"]
+            except RuntimeError as exc:
+                fail(f"{exc}")
             per_call = loop_ms(path, t, args.seconds, True)
             once = loop_ms(path, t, args.seconds, False)
             name = "/".join(path.parts[-3:]) if len(path.parts) >= 3 else str(path)
