@@ -146,21 +146,43 @@ def test_cross_check_agreement_and_rows():
     def measure(path, batch, threads, seconds):
         return {"ms_median": 2.1, "ips": 600.0} if batch == 1 else {"ms_median": 8.0, "ips": 1000.0}
 
-    rows = protocol.cross_check({"dense anchor": (Path("d.xml"), "dense/openvino_int8")}, timings, (1, 8), 1, measure)
-    assert [(r["metric"], r["harness"], r["benchmark_app"], r["verdict"]) for r in rows] == [
-        ("ms", 2.0, 2.1, "agree"), ("img/s", 1000.0, 1000.0, "agree")]
+    def loop(path, batch, threads, seconds):  # the harness's method now: as fast as in the rounds
+        return 2.0 if batch == 1 else 8.0
+
+    cell = {"dense anchor": (Path("d.xml"), "dense/openvino_int8")}
+    rows = protocol.cross_check(cell, timings, (1, 8), 1, measure, loop)
+    assert [(r["metric"], r["harness"], r["benchmark_app"], r["verdict"], r["loop_now"], r["cause"]) for r in rows] == [
+        ("ms", 2.0, 2.1, "agree", 2.0, ""), ("img/s", 1000.0, 1000.0, "agree", 1000.0, "")]
 
     def slow(path, batch, threads, seconds):
         return {"ms_median": 3.0, "ips": 1.0}
 
-    assert protocol.cross_check({"a": (Path("d.xml"), "dense/openvino_int8")}, timings, (1, 8), 1, slow)[0]["verdict"] \
-        == "disagree: -33.3%"
+    row = protocol.cross_check(cell, timings, (1, 8), 1, slow, loop)[0]
+    assert row["verdict"] == "disagree: -33.3%" and row["cause"].startswith("method: a loop around benchmark_app disagrees")
+
+    def slower_now(path, batch, threads, seconds):  # the machine slowed down after the rounds
+        return 2.9
+
+    row = protocol.cross_check(cell, timings, (1,), 1, slow, slower_now)[0]
+    assert row["verdict"] == "disagree: -33.3%" and row["loop_now"] == 2.9
+    assert row["cause"] == "moment: a loop around benchmark_app agrees with it (-3.3%); the rounds were -31.0% off it"
 
     def broken(path, batch, threads, seconds):
         raise RuntimeError("benchmark_app failed")
 
-    row = protocol.cross_check({"a": (Path("d.xml"), "dense/openvino_int8")}, timings, (1,), 1, broken)[0]
+    row = protocol.cross_check(cell, timings, (1,), 1, broken, loop)[0]
     assert not row["agree"] and row["verdict"].startswith("failed")
+
+
+def test_the_cross_check_loop_times_a_real_ir(tmp_path):
+    pytest.importorskip("openvino")
+    from cnn_compress.runtimes import ov_runtime
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+    ov_runtime.save(ov_runtime.convert(model, torch.randn(1, 3, 8, 8)), tmp_path / "m.xml")
+    one, many = protocol.loop_ms(tmp_path / "m.xml", 1, 1, 0.05), protocol.loop_ms(tmp_path / "m.xml", 64, 1, 0.05)
+    assert 0 < one < many  # static per batch size, as the harness compiles it: 64 images take longer than 1
 
 
 def test_cross_check_picks_anchor_and_winner():

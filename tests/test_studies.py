@@ -103,6 +103,11 @@ def test_deploy_study_smoke_writes_every_table(study_project):
     assert {"dense_top1", "latency_target_met", "size_target_met", "controls_agree", "cross_check_agree"} <= set(metrics)
     assert (metrics["choice_split"], metrics["report_split"], metrics["reference_equal_budget"]) == ("select", "report", True)
     assert {"top1_select", "drop_select"} <= set(frame.columns)
+    cross = text.split("## Cross-check with OpenVINO's benchmark_app")[1].split("\n## ")[0]
+    header = next(line for line in cross.splitlines() if line.startswith("| artifact"))
+    assert [c.strip() for c in header.strip("|").split("|")][-2:] == ["loop now", "cause"]
+    loops = [float(line.split("|")[-3]) for line in cross.splitlines() if line.startswith("| dense/openvino_int8")]
+    assert loops and all(v > 0 for v in loops)  # the harness's method timed around each benchmark_app run
     assert (folder / "figures/pareto_latency.png").stat().st_size > 1000
     shown = json.loads(dvc("metrics", "show", "-R", "metrics", "--json", cwd=folder).stdout)  # as studies/README.md says
     listed = {path for rev in shown.values() for path in rev["data"]}

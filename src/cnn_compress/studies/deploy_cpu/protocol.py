@@ -5,6 +5,7 @@ is compared with; the OpenVINO anchor and the winner are timed again by OpenVINO
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -168,11 +169,53 @@ def cross_check_keys(keys: set[str], dense: str, winner: str | None,
     return out
 
 
+def loop_ms(path: Path, batch: int, threads: int, seconds: float) -> float:
+    """Median ms of back-to-back calls of the harness's own OpenVINO runner (``StaticShapes``: the IR
+    reshaped static, compiled by ``compile_cpu``, a torch batch in and logits out) on one IR: the
+    harness's method at the moment of the cross-check, to bracket ``benchmark_app`` in time."""
+    import time
+
+    import torch
+
+    from cnn_compress.runtimes.ov_runtime import StaticShapes, read
+
+    predict = StaticShapes(path, threads)
+    shape = [batch, *[d.get_length() for d in read(path).input(0).get_partial_shape()[1:]]]
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    for _ in range(20):
+        predict(x)
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        start = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def cause(harness: float, loop_now: float, app: float) -> str:
+    """Why the harness and benchmark_app disagree, from the loop timed just before and after
+    benchmark_app: agreeing with it, the speed moved since the harness's rounds (a moment); not
+    agreeing, the two timers measure differently (a method)."""
+    moment, _ = agreement(harness, loop_now)
+    method, same = agreement(loop_now, app)
+    if same:
+        return f"moment: a loop around benchmark_app agrees with it ({method:+.1f}%); the rounds were {moment:+.1f}% off it"
+    return f"method: a loop around benchmark_app disagrees with it too ({method:+.1f}%)"
+
+
+def _figure(batch: int, ms: float) -> float:
+    """The cross-check's figure from a median: ms itself at the smallest batch (``batch`` 0), images/s above."""
+    return ms if batch == 0 else 1000.0 * batch / ms
+
+
 def cross_check(cells: dict[str, tuple[Path, str]], timings: dict[int, dict[str, dict[int, list[float]]]],
                 batch_sizes: tuple[int, ...], seconds: int,
-                measure: Callable[[Path, int, int, int], dict[str, float]] | None = None) -> list[dict[str, Any]]:
+                measure: Callable[[Path, int, int, int], dict[str, float]] | None = None,
+                loop: Callable[[Path, int, int, float], float] = loop_ms) -> list[dict[str, Any]]:
     """Each (role -> (IR path, cell key)) at every thread count and batch size of the study, timed by
-    benchmark_app and compared with the harness: ms at the smallest batch, images/s at the others."""
+    benchmark_app and compared with the harness: ms at the smallest batch, images/s at the others.
+    A plain loop with the harness's method runs just before and just after each benchmark_app run;
+    a row that disagrees says whether that loop agrees with benchmark_app (``cause``)."""
     if measure is None:
         from cnn_compress.runtimes.ov_runtime import benchmark_app as measure
     small = min(batch_sizes)
@@ -183,15 +226,19 @@ def cross_check(cells: dict[str, tuple[Path, str]], timings: dict[int, dict[str,
                 ms = statistics.median(times[key][bs])
                 row = {"artifact": key, "role": role, "threads": threads, "batch": bs,
                        "metric": "ms" if bs == small else "img/s"}
-                harness = ms if bs == small else 1000.0 * bs / ms
+                figure = functools.partial(_figure, bs if bs != small else 0)
+                harness = figure(ms)
+                before = loop(path, bs, threads, seconds / 2)
                 try:
                     app = measure(path, bs, threads, seconds)
                 except RuntimeError as exc:
                     rows.append(row | {"harness": round(harness, 4), "benchmark_app": None, "diff_pct": None,
-                                       "agree": False, "verdict": f"failed: {exc}"})
+                                       "loop_now": None, "agree": False, "verdict": f"failed: {exc}", "cause": ""})
                     continue
+                now = figure((before + loop(path, bs, threads, seconds / 2)) / 2)
                 ref = app["ms_median"] if bs == small else app["ips"]
                 pct, agree = agreement(harness, ref)
                 rows.append(row | {"harness": round(harness, 4), "benchmark_app": round(ref, 4), "diff_pct": pct,
-                                   "agree": agree, "verdict": verdict(pct, agree)})
+                                   "loop_now": round(now, 4), "agree": agree, "verdict": verdict(pct, agree),
+                                   "cause": "" if agree else cause(harness, now, ref)})
     return rows

@@ -153,10 +153,16 @@ def _cross_check(rows: list[dict[str, Any]], cfg: Any) -> str:
     head = (f"OpenVINO's own timer (`benchmark_app`: static shape, one stream, synchronous calls, "
             f"{cfg.cross_check_seconds} s per run) on the same IRs at every thread count and batch size of the study: "
             f"median ms at batch {small}, images/s at larger batches, beside the harness's figure. They must agree "
-            f"within 15% (`diff %`: the harness against benchmark_app). {agree} of {len(rows)} agree.\n")
+            f"within 15% (`diff %`: the harness against benchmark_app). {agree} of {len(rows)} agree.\n\n"
+            "`loop now`: the harness's method (its own OpenVINO runner called back to back on the same IR, compiled static as in the rounds) "
+            f"for {cfg.cross_check_seconds / 2:g} s just before and just after each benchmark_app run, "
+            "the mean of the two medians. Where a row disagrees, `cause` compares it with benchmark_app: "
+            "agreeing, the machine's speed moved between the harness's rounds and the check (a moment); "
+            "disagreeing, the two timers measure differently (a method).\n")
     cols = {"artifact": "artifact", "role": "role", "threads": "threads", "batch": "batch", "metric": "figure",
-            "harness": "harness", "benchmark_app": "benchmark_app", "diff_pct": "diff %", "verdict": "check"}
-    table = pd.DataFrame(rows)[list(cols)].rename(columns=cols)
+            "harness": "harness", "benchmark_app": "benchmark_app", "diff_pct": "diff %", "verdict": "check",
+            "loop_now": "loop now", "cause": "cause"}
+    table = pd.DataFrame(rows).reindex(columns=list(cols)).rename(columns=cols)
     return head + "\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
 
 
