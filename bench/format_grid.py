@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
+from cnn_compress.core.atomic import write_text  # noqa: E402
 from cnn_compress.core.errors import UserError  # noqa: E402
 from cnn_compress.data.dataset import REPORT, SELECT, calibration_batch, load_dataset  # noqa: E402
 from cnn_compress.data.evaluation import predict_logits, score  # noqa: E402
@@ -134,6 +135,9 @@ def main() -> None:
         if not ds.has_selection:
             fail(f"{args.data}: the prepared data set has no select split (set data.select_fraction)")
         ckpt = load_checkpoint(args.checkpoint)
+        modules = dict(ckpt.model.named_modules())
+        if unknown := [n for n in args.skip if n not in modules]:
+            fail(f"--skip {unknown[0]!r}: no such module in {args.checkpoint}")
         calib = calibration_batch(ds, 32)
         grid = [(b, g, r) for b in args.bits for g in ("per_tensor", "per_channel") for r in ("minmax", "mse")]
         with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +161,10 @@ def main() -> None:
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        try:
+            write_text(args.out, text)  # atomic: a failed write leaves the previous table
+        except (OSError, UserError) as exc:
+            fail(f"{args.out}: {exc}")
 
 
 if __name__ == "__main__":
